@@ -1,0 +1,18 @@
+"""cellbridge: translate single cells between imaging and sequencing modalities.
+
+One autoencoder per measurement domain (RNA, ATAC, protein, nucleus images) maps
+cells into a shared latent space; an alignment loss (adversarial, Wasserstein or
+MMD) pulls the domains together so cells can be encoded in one domain and decoded
+in another, following Yang et al., Nat. Commun. 12, 31 (2021).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cellbridge")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0+unknown"
+
+from ._io import InputError
+
+__all__ = ["InputError", "__version__"]
