@@ -1,0 +1,61 @@
+# Config validation and path helpers shared by every rule.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# Make the package importable by every job, also inside per-stage conda envs that
+# carry the dependencies but not cellbridge itself.
+_SRC = str(Path(workflow.basedir) / "src")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
+)
+sys.path.insert(0, _SRC)
+
+from cellbridge import stages  # noqa: E402
+from cellbridge.config import check_config  # noqa: E402
+
+validate(config, "../schemas/config.schema.yaml")
+check_config(config, source="config")
+
+RESULTS = str(stages.results_dir(config))
+DOMAINS = list(config["domains"])
+LOGS = f"{RESULTS}/logs"
+
+_GLOB_CHARS = set("*?[")
+
+
+wildcard_constraints:
+    domain="|".join(DOMAINS),
+
+
+def uses_input(kind):
+    """True when some domain (or the truth table) comes from 'simulated' or 'scicar'."""
+    return kind == config.get("truth") or any(
+        d["input"] == kind for d in config["domains"].values()
+    )
+
+
+def raw_input_files(domain):
+    """Files Snakemake must see for a domain's raw input (a glob expands here)."""
+    src = str(stages.domain_input(config, domain))
+    if _GLOB_CHARS & set(src):
+        import glob
+
+        return sorted(glob.glob(src))
+    return [src]
+
+
+def prepare_inputs(wildcards):
+    files = {"raw": raw_input_files(wildcards.domain)}
+    ann = stages.annotations_input(config, wildcards.domain)
+    if ann is not None:
+        files["annotations"] = str(ann)
+    return files
+
+
+def all_outputs():
+    out = [str(stages.prepared_path(config, d)) for d in DOMAINS]
+    out += [f"{RESULTS}/plots/prepare/{d}.png" for d in DOMAINS]
+    return out

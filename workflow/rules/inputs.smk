@@ -1,0 +1,38 @@
+# Inputs that the workflow generates itself: the demo simulator and the sci-CAR import.
+
+
+rule simulate:
+    output:
+        **{
+            k: v
+            for k, v in {
+                "rna": f"{RESULTS}/simulated/rna.h5ad",
+                "atac": f"{RESULTS}/simulated/atac.h5ad",
+                "truth": f"{RESULTS}/simulated/truth.tsv",
+                "image_labels": f"{RESULTS}/simulated/image_labels.tsv",
+                "fields": directory(f"{RESULTS}/simulated/fields"),
+                "masks": directory(f"{RESULTS}/simulated/masks"),
+            }.items()
+            if k != "atac" or config["simulate"]["atac"]
+        },
+    log:
+        f"{LOGS}/simulate.log",
+    conda:
+        "../../envs/preprocessing.yaml"
+    script:
+        "../scripts/simulate.py"
+
+
+rule import_scicar:
+    input:
+        config["scicar"]["path"],
+    output:
+        rna=f"{RESULTS}/scicar/rna.h5ad",
+        atac=f"{RESULTS}/scicar/atac.h5ad",
+        truth=f"{RESULTS}/scicar/truth.tsv",
+    log:
+        f"{LOGS}/import_scicar.log",
+    conda:
+        "../../envs/preprocessing.yaml"
+    script:
+        "../scripts/import_scicar.py"

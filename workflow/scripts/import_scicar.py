@@ -1,0 +1,9 @@
+"""Rule import_scicar: the sci-CAR A549 co-assay as per-domain AnnData + truth table."""
+
+from pathlib import Path
+
+from cellbridge import stages
+from cellbridge._logging import log_to_file
+
+with log_to_file(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
+    stages.import_scicar(snakemake.config, out_dir=Path(snakemake.output.truth).parent)  # noqa: F821
