@@ -93,6 +93,16 @@ def import_scicar(config: dict[str, Any], out_dir: PathLike | None = None) -> di
     return write_scicar_inputs(sc["path"], out, test_fraction=sc["test_fraction"], seed=sc["seed"])
 
 
+def _sequencing_preparer(modality: str):
+    if modality == "rna":
+        from .preprocess.rna import prepare_rna as prepare
+    elif modality == "atac":
+        from .preprocess.atac import prepare_atac as prepare
+    else:
+        from .preprocess.protein import prepare_protein as prepare
+    return prepare
+
+
 def prepare_domain(
     config: dict[str, Any],
     domain: str,
@@ -134,27 +144,16 @@ def prepare_domain(
         if plot is not None:
             plot_contact_sheet(adata, plot)
     else:
-        from .preprocess.counts import attach_labels, read_counts
+        from .preprocess.counts import read_counts
+        from .preprocess.qc import plot_qc
 
+        prepare = _sequencing_preparer(modality)
         raw = read_counts(src, layer=dom["layer"], transpose=dom["transpose"])
-        if dom["labels"]:
-            attach_labels(raw, dom["labels"], label_key=label_key)
-        if modality == "rna":
-            from .preprocess.rna import plot_rna_qc, prepare_rna
-
-            adata = prepare_rna(raw, domain=domain, label_key=label_key, source=str(src), **params)
-            if plot is not None:
-                plot_rna_qc(adata, plot)
-        elif modality == "atac":
-            from .preprocess.atac import plot_atac_qc, prepare_atac
-
-            adata = prepare_atac(raw, domain=domain, label_key=label_key, source=str(src), **params)
-            if plot is not None:
-                plot_atac_qc(adata, plot)
-        else:
-            from .preprocess.protein import prepare_protein
-
-            adata = prepare_protein(raw, domain=domain, label_key=label_key, source=str(src), **params)
+        adata = prepare(
+            raw, domain=domain, label_key=label_key, labels=dom["labels"], source=str(src), **params
+        )
+        if plot is not None:
+            plot_qc(adata, plot)
     out = Path(output) if output is not None else prepared_path(config, domain)
     write_h5ad(adata, out)
     logger.info("prepared %s: %d cells x %d features -> %s", domain, adata.n_obs, adata.n_vars, out)

@@ -1,0 +1,97 @@
+"""The QC figure of a prepared sequencing domain (RNA, ATAC, protein).
+
+Every ``prepare_*`` function stores the QC table of all input cells, with a ``kept``
+flag, in ``uns["cellbridge"]["qc"]`` and its thresholds in ``uns["cellbridge"]["params"]``;
+:func:`plot_qc` draws that table the same way for every modality.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._io import save_figure
+
+__all__ = ["plot_qc"]
+
+# (qc column, title, name of the threshold parameter, log scale) per modality
+_PANELS = {
+    "rna": [
+        ("n_genes_by_counts", "detected genes per cell", "min_genes", False),
+        ("total_counts", "total counts per cell", None, True),
+        ("pct_counts_mt", "% counts in mitochondrial genes", "max_pct_mito", False),
+    ],
+    "atac": [
+        ("n_peaks", "accessible peaks per cell", "min_peaks_per_cell", False),
+        ("total_counts", "total counts per cell", None, True),
+    ],
+    "protein": [("total_counts", "total antibody counts per cell", "min_counts", True)],
+}
+_FEATURE_NOUN = {"rna": "genes", "atac": "peaks", "protein": "proteins"}
+
+
+def plot_qc(adata: ad.AnnData, path: str | os.PathLike, *, bins: int = 50) -> Path:
+    """Histograms of the per-cell QC metrics, kept vs removed cells, with the thresholds.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`~cellbridge.preprocess.rna.prepare_rna`,
+        :func:`~cellbridge.preprocess.atac.prepare_atac` or
+        :func:`~cellbridge.preprocess.protein.prepare_protein`.
+    path
+        PNG to write (atomically).
+    bins
+        Histogram bins.
+    """
+    from matplotlib.figure import Figure
+
+    info = adata.uns.get("cellbridge", {})
+    if "qc" not in info:
+        raise ValueError("adata.uns['cellbridge']['qc'] is missing; pass the output of a prepare_* function")
+    modality = info.get("modality", "rna")
+    qc: pd.DataFrame = info["qc"]
+    params = info.get("params", {})
+    kept = qc["kept"].to_numpy(dtype=bool)
+    panels = [p for p in _PANELS.get(modality, _PANELS["protein"]) if p[0] in qc]
+    first = panels[0][0]
+    scatter = modality != "protein" and "total_counts" in qc and first != "total_counts"
+
+    fig = Figure(figsize=(4.2 * (len(panels) + scatter), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(panels) + scatter))
+    for ax, (column, title, threshold_key, log) in zip(axes, panels, strict=False):
+        values = qc[column].to_numpy(dtype=float)
+        threshold = params.get(threshold_key) if threshold_key else None
+        if log:
+            values = np.log10(values + 1)
+            title += " (log10(x+1))"
+            threshold = None if threshold is None else np.log10(threshold + 1)
+        edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=bins)
+        ax.hist(
+            [values[kept], values[~kept]], bins=edges, stacked=True,
+            color=["tab:blue", "tab:red"], label=["kept", "removed"],
+        )
+        if threshold is not None:
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("cells")
+        ax.legend(fontsize=7)
+    if scatter:
+        ax = axes[-1]
+        ax.scatter(qc["total_counts"][kept], qc[first][kept], s=3, c="tab:blue", label="kept")
+        ax.scatter(qc["total_counts"][~kept], qc[first][~kept], s=3, c="tab:red", label="removed")
+        ax.set_xscale("symlog")
+        ax.set_xlabel("total counts")
+        ax.set_ylabel(panels[0][1].replace(" per cell", ""))
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"{info.get('domain', modality)}: {int(kept.sum())} of {len(kept)} cells kept "
+        f"({int((~kept).sum())} removed); {adata.n_vars} {_FEATURE_NOUN.get(modality, 'features')}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return save_figure(fig, path)

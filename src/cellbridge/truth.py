@@ -1,0 +1,88 @@
+"""Ground-truth pairing between domains (simulator truth, co-assays); read by evaluation only.
+
+A truth table has one row per measured profile with the ``cell_id`` it came from.
+Sequencing rows are identified by ``obs_name``; image rows by ``source_file`` and the
+nucleus centroid (``centroid_y``, ``centroid_x``), because segmentation assigns its own
+labels and so prepared nuclei can only be matched to the truth by position.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._io import InputError, require_path
+
+IMAGE_KEYS = ("source_file", "centroid_y", "centroid_x")
+
+
+def read_truth(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a truth table (TSV).
+
+    Raises
+    ------
+    InputError
+        When the file is missing, lacks ``cell_id``, or has rows identified neither by
+        ``obs_name`` nor by ``source_file`` + centroid.
+    """
+    p = require_path(path, "truth table")
+    try:
+        table = pd.read_csv(p, sep="\t", dtype={"cell_id": str, "obs_name": str, "source_file": str})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise InputError(p, f"not a readable TSV truth table: {err}") from err
+    if "cell_id" not in table:
+        raise InputError(p, f"truth table has no 'cell_id' column (columns: {', '.join(table.columns)})")
+    has_name = table["obs_name"].notna() if "obs_name" in table else pd.Series(False, index=table.index)
+    has_pos = (
+        table[list(IMAGE_KEYS)].notna().all(axis=1)
+        if set(IMAGE_KEYS) <= set(table.columns)
+        else pd.Series(False, index=table.index)
+    )
+    if not (has_name | has_pos).all():
+        bad = int((~(has_name | has_pos)).sum())
+        raise InputError(
+            p, f"{bad} truth rows have neither 'obs_name' nor 'source_file'+'centroid_y'+'centroid_x'"
+        )
+    return table
+
+
+def cell_ids_for(obs: pd.DataFrame, truth: pd.DataFrame, *, max_distance: float = 5.0) -> np.ndarray:
+    """The true ``cell_id`` of every row of ``obs`` (``None`` where it has no match).
+
+    Rows are matched by obs name when the truth lists it, else (nuclei) by field file and
+    nearest centroid within ``max_distance`` pixels.
+    """
+    ids = np.full(len(obs), None, dtype=object)
+    if "obs_name" in truth:
+        by_name = truth.dropna(subset=["obs_name"]).set_index("obs_name")["cell_id"]
+        by_name = by_name[~by_name.index.duplicated()]
+        hit = obs.index.isin(by_name.index)
+        ids[hit] = by_name.reindex(obs.index[hit]).to_numpy()
+    need_pos = ~pd.notna(ids)
+    if need_pos.any() and set(IMAGE_KEYS) <= set(obs.columns) and set(IMAGE_KEYS) <= set(truth.columns):
+        from .preprocess.image import match_nuclei
+
+        table = truth.dropna(subset=list(IMAGE_KEYS)).reset_index(drop=True)
+        idx = match_nuclei(obs.loc[need_pos], table, max_distance=max_distance)
+        matched = idx >= 0
+        sub = np.flatnonzero(need_pos)[matched]
+        ids[sub] = table["cell_id"].to_numpy()[idx[matched]]
+    return ids
+
+
+def paired_indices(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(ia, ib)`` such that ``ids_a[ia] == ids_b[ib]``: the truly paired rows.
+
+    Cells without an id, or whose id occurs more than once in a domain (ambiguous, e.g.
+    a nucleus split in two by segmentation), are left out.
+    """
+    a = pd.Series(np.arange(len(ids_a)), index=pd.Index(ids_a, dtype=object))
+    b = pd.Series(np.arange(len(ids_b)), index=pd.Index(ids_b, dtype=object))
+    a = a[a.index.notna() & ~a.index.duplicated(keep=False)]
+    b = b[b.index.notna() & ~b.index.duplicated(keep=False)]
+    common = a.index.intersection(b.index)
+    return a[common].to_numpy(), b[common].to_numpy()
+
