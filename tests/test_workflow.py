@@ -1,0 +1,86 @@
+"""End to end: the Snakemake workflow on a tiny demo, run as a user would."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+TINY = {
+    "run": "tiny",
+    "simulate": {"n_cells": 240, "n_genes": 300, "n_peaks": 200, "atac": True, "seed": 3},
+    "truth": "simulated",
+    "domains": {
+        "rna": {"modality": "rna", "input": "simulated"},
+        "atac": {"modality": "atac", "input": "simulated"},
+        "image": {"modality": "image", "input": "simulated", "annotations": "simulated"},
+    },
+    "preprocess": {
+        "rna": {"n_top_genes": 100, "min_genes": 10, "min_cells_after_qc": 20},
+        "atac": {"min_cells_after_qc": 20},
+        "image": {"crop_size": 32},
+    },
+}
+
+
+def run_snakemake(workdir: Path, config: Path, *extra: str) -> subprocess.CompletedProcess:
+    if not SNAKEMAKE.exists():
+        pytest.skip(f"snakemake is not installed beside {sys.executable}")
+    cmd = [
+        str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(config), "--cores", "2", *extra,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wf")
+    cfg = work / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    proc = run_snakemake(work, cfg)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
+
+
+@pytest.mark.slow
+def test_workflow_prepares_every_domain(tiny_run):
+    res = tiny_run / "results" / "tiny"
+    for domain in TINY["domains"]:
+        adata = ad.read_h5ad(res / "prepared" / f"{domain}.h5ad")
+        assert adata.obs_names.is_unique
+        assert (adata.obs["domain"] == domain).all()
+        meta = adata.uns["cellbridge"]
+        assert meta["domain"] == domain and meta["modality"] == TINY["domains"][domain]["modality"]
+        assert "params" in meta
+        assert (res / "plots" / "prepare" / f"{domain}.png").stat().st_size > 0
+        assert (res / "logs" / "prepare" / f"{domain}.log").exists()
+    img = ad.read_h5ad(res / "prepared" / "image.h5ad")
+    assert img.obsm["image"].shape[1:] == (32, 32) and img.obsm["image"].dtype == np.float32
+    assert img.obs["cell_type"].notna().mean() > 0.9  # annotations joined by position
+    rna = ad.read_h5ad(res / "prepared" / "rna.h5ad")
+    assert "counts" in rna.layers and rna.n_vars == 100
+
+
+@pytest.mark.slow
+def test_rerun_has_nothing_to_do(tiny_run):
+    proc = run_snakemake(tiny_run, tiny_run / "tiny.yaml", "-n")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_invalid_config_stops_the_workflow_naming_the_key(tmp_path):
+    bad = dict(TINY, simulate={"n_cells": 10})
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    proc = run_snakemake(tmp_path, cfg, "-n")
+    assert proc.returncode != 0
+    assert "n_cells" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
