@@ -20,6 +20,14 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inputs.smk"
 include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/translate.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+localrules:
+    all,
+    compare,
 
 
 rule all:

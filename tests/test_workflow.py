@@ -23,7 +23,7 @@ TINY = {
         "image": {"modality": "image", "input": "simulated", "annotations": "simulated"},
     },
     "preprocess": {
-        "rna": {"n_top_genes": 100, "min_genes": 10, "min_cells_after_qc": 20},
+        "rna": {"n_top_genes": 100, "min_genes": 10, "max_pct_mito": 100, "min_cells_after_qc": 20},
         "atac": {"min_cells_after_qc": 20},
         "image": {"crop_size": 32},
     },

@@ -14,5 +14,6 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
 from ._io import InputError
+from .model import CrossModalModel
 
-__all__ = ["InputError", "__version__"]
+__all__ = ["CrossModalModel", "InputError", "__version__"]

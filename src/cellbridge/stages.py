@@ -158,3 +158,382 @@ def prepare_domain(
     write_h5ad(adata, out)
     logger.info("prepared %s: %d cells x %d features -> %s", domain, adata.n_obs, adata.n_vars, out)
     return adata
+
+
+# --------------------------------------------------------------------------- training
+def methods(config: dict[str, Any]) -> list[str]:
+    """Alignment methods to train: the configured ones plus the 'none' baseline."""
+    out = list(config["alignment"]["methods"])
+    if config["alignment"]["baseline"] and "none" not in out:
+        out.append("none")
+    return out
+
+
+def model_dir(config: dict[str, Any], method: str, seed: int | str) -> Path:
+    return results_dir(config) / "models" / method / f"seed{seed}"
+
+
+def checkpoint_dir(config: dict[str, Any], method: str, seed: int | str) -> Path:
+    """Checkpoints live outside the declared outputs, so Snakemake never deletes them."""
+    return results_dir(config) / "checkpoints" / method / f"seed{seed}"
+
+
+def translated_path(config: dict[str, Any], method: str, seed: int | str, source: str, target: str) -> Path:
+    return results_dir(config) / "translated" / method / f"seed{seed}" / f"{source}_to_{target}.h5ad"
+
+
+def metrics_path(config: dict[str, Any], method: str, seed: int | str) -> Path:
+    return results_dir(config) / "metrics" / method / f"seed{seed}.json"
+
+
+def read_prepared(config: dict[str, Any], paths: dict[str, PathLike] | None = None) -> dict:
+    """The prepared AnnData of every domain, keyed by domain name."""
+    import anndata as ad
+
+    paths = paths or {d: prepared_path(config, d) for d in config["domains"]}
+    return {d: ad.read_h5ad(p) for d, p in paths.items()}
+
+
+def _anchors(config: dict[str, Any]):
+    table = config["alignment"]["anchors"]["table"]
+    if table is None:
+        return None
+    import pandas as pd
+
+    from ._io import require_path
+
+    anchors = pd.read_csv(require_path(table, "anchor table"), sep=None, engine="python")
+    unknown = set(anchors.columns) - set(config["domains"])
+    if unknown:
+        raise InputError(table, f"anchor columns {sorted(unknown)} are not domains ({', '.join(config['domains'])})")
+    return anchors
+
+
+def build_model(config: dict[str, Any], adatas: dict, method: str, seed: int):
+    """A :class:`~cellbridge.model.CrossModalModel` configured from the workflow config."""
+    from .model import CrossModalModel
+
+    align = config["alignment"]
+    options = dict(align.get(method, {})) if method != "none" else {}
+    # 'none' is the no-alignment reference: independent autoencoders, no label supervision
+    use_labels = method != "none" and (align["labels"]["use"] or bool(options.get("conditional")))
+    return CrossModalModel(
+        adatas,
+        latent_dim=config["model"]["latent_dim"],
+        alignment=method,
+        alignment_kwargs=options,
+        variational=config["model"]["variational"],
+        kl_weight=config["model"]["kl_weight"],
+        label_key=config["label_key"] if use_labels else None,
+        anchors=_anchors(config),
+        anchor_fraction=align["anchors"]["fraction"],
+        domain_kwargs={d: dict(dom["model"]) for d, dom in config["domains"].items()},
+        seed=seed,
+        device=config["training"]["device"],
+    )
+
+
+def train(
+    config: dict[str, Any],
+    method: str,
+    seed: int,
+    *,
+    prepared: dict[str, PathLike] | None = None,
+    out_dir: PathLike | None = None,
+    checkpoints: PathLike | None = None,
+    progress: bool = False,
+):
+    """Train one model (method x seed); write it, its history, loss curves and latents.
+
+    Held-out cells (``obs["split"] == "test"``) are excluded from training; the latent
+    of every cell is written, one ``{domain}.h5ad`` per domain with ``obsm["X_cellbridge"]``.
+    An interrupted run resumes from ``checkpoints`` (default
+    ``results/{run}/checkpoints/{method}/seed{seed}``).
+    """
+    import torch
+
+    from .training import plot_history
+
+    torch.set_num_threads(config["training"]["threads"])
+    adatas = read_prepared(config, prepared)
+    model = build_model(config, adatas, method, seed)
+    tr, al = config["training"], config["alignment"]
+    model.train(
+        max_epochs=tr["max_epochs"],
+        batch_size=tr["batch_size"],
+        lr=tr["lr"],
+        weight_decay=tr["weight_decay"],
+        warmup_epochs=al["warmup_epochs"],
+        ramp_epochs=al["ramp_epochs"],
+        align_weight=al["weight"] if method != "none" else 0.0,
+        align_schedule=al["schedule"],
+        label_weight=al["labels"]["weight"],
+        anchor_weight=al["anchors"]["weight"],
+        validation_fraction=tr["validation_fraction"],
+        early_stopping_patience=tr["early_stopping_patience"],
+        checkpoint_dir=checkpoints if checkpoints is not None else checkpoint_dir(config, method, seed),
+        checkpoint_every=tr["checkpoint_every"],
+        resume=True,
+        progress=progress,
+    )
+    out = Path(out_dir) if out_dir is not None else model_dir(config, method, seed)
+    model.save(out)
+    plot_history(model.history, out / "loss_curve.png")
+    for domain, adata in adatas.items():
+        model.get_latent(domain, adata, key_added="X_cellbridge")
+        adata.uns.setdefault("cellbridge", {})["model"] = {"method": method, "seed": int(seed), "path": str(out)}
+        write_h5ad(adata, out / f"{domain}.h5ad")
+    logger.info("trained %s (seed %s): %d epochs -> %s", method, seed, len(model.history), out)
+    return model
+
+
+# --------------------------------------------------------------------------- translation
+def image_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) pairs with an image target and another source: those get a gallery."""
+    doms = config["domains"]
+    return [(s, t) for s in doms for t in doms if s != t and doms[t]["modality"] == "image"]
+
+
+def _truth_or_none(config: dict[str, Any]):
+    from .truth import read_truth
+
+    tpath = truth_path(config)
+    return read_truth(tpath) if tpath is not None else None
+
+
+def translate(
+    config: dict[str, Any],
+    method: str,
+    seed: int,
+    *,
+    model_path: PathLike | None = None,
+    prepared: dict[str, PathLike] | None = None,
+    outputs: dict[tuple[str, str], PathLike] | None = None,
+    galleries: dict[tuple[str, str], PathLike] | None = None,
+):
+    """Translate every domain's cells into every domain (``d -> d`` is the reconstruction).
+
+    Image targets also get a gallery PNG of held-out cells: the source cell, the
+    predicted nucleus and, where the truth table pairs them, the measured nucleus.
+    """
+    from .model import CrossModalModel
+
+    adatas = read_prepared(config, prepared)
+    model = CrossModalModel.load(model_path or model_dir(config, method, seed), adatas)
+    truth = _truth_or_none(config) if galleries else None
+    for source in config["domains"]:
+        for target in config["domains"]:
+            out = model.translate(source, target)
+            dest = (outputs or {}).get((source, target)) or translated_path(config, method, seed, source, target)
+            write_h5ad(out, dest)
+            if galleries and (source, target) in galleries:
+                plot_gallery(
+                    out, adatas[source], adatas[target], galleries[(source, target)],
+                    truth=truth, label_key=config["label_key"], title=f"{method}: {source} → {target}",
+                )
+    return model
+
+
+def plot_gallery(translated, source, target, path: PathLike, *, truth=None, label_key=None, title="", n=12):
+    """Gallery of held-out cells: source cell, predicted nucleus, measured nucleus (if paired)."""
+    import numpy as np
+
+    from .evaluate import held_out_mask
+    from .plotting import plot_image_gallery
+    from .truth import cell_ids_for, paired_indices
+
+    mask, _ = held_out_mask(translated)
+    tr, src = translated[mask], source[mask]
+    true_crops = None
+    if truth is not None:
+        ip, it = paired_indices(cell_ids_for(tr.obs, truth), cell_ids_for(target.obs, truth))
+        if len(ip):
+            tr, src = tr[ip], src[ip]
+            true_crops = np.asarray(target.obsm["image"])[it]
+    is_img = "image" in src.obsm
+    return plot_image_gallery(
+        np.asarray(tr.obsm["image"]),
+        source=np.asarray(src.obsm["image"]) if is_img else src.X,
+        source_kind="image" if is_img else "vector",
+        source_feature_names=None if is_img else list(src.var_names),
+        true_crops=true_crops,
+        labels=tr.obs[label_key].astype(str).to_numpy() if label_key and label_key in tr.obs else None,
+        source_name=source.uns["cellbridge"]["domain"],
+        n=n,
+        path=path,
+        title=title + (" (held-out cells)" if true_crops is not None else ""),
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+def vector_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Cross-domain (source, target) pairs with a vector target: scatter plots when truth exists."""
+    doms = config["domains"]
+    return [(s, t) for s in doms for t in doms if s != t and doms[t]["modality"] != "image"]
+
+
+def evaluate(
+    config: dict[str, Any],
+    method: str,
+    seed: int,
+    *,
+    latents: dict[str, PathLike] | None = None,
+    translated: dict[tuple[str, str], PathLike] | None = None,
+    prepared: dict[str, PathLike] | None = None,
+    output: PathLike | None = None,
+    scatters: dict[tuple[str, str], PathLike] | None = None,
+    shift: PathLike | None = None,
+    model_path: PathLike | None = None,
+) -> dict[str, Any]:
+    """Score one model on held-out cells; write ``metrics/{method}/seed{seed}.json`` and plots."""
+    import anndata as ad
+    import numpy as np
+
+    from ._io import write_json
+    from .evaluate import LATENT_KEY, evaluate_run, held_out_mask
+    from .plotting import plot_translation_scatter
+    from .truth import cell_ids_for, paired_indices
+
+    domains = list(config["domains"])
+    lat = {d: ad.read_h5ad((latents or {}).get(d) or model_dir(config, method, seed) / f"{d}.h5ad") for d in domains}
+    prep = read_prepared(config, prepared)
+    trans = {
+        (s, t): ad.read_h5ad((translated or {}).get((s, t)) or translated_path(config, method, seed, s, t))
+        for s in domains
+        for t in domains
+    }
+    truth = _truth_or_none(config)
+    ev = config["evaluation"]
+    result = evaluate_run(
+        lat,
+        translations=trans,
+        prepared=prep,
+        truth=truth,
+        label_key=config["label_key"],
+        latent_dim=config["model"]["latent_dim"],
+        k_values=tuple(ev["k"]),
+        label_k=ev["label_k"],
+        entropy_k=ev["entropy_k"],
+        top_genes=ev["top_genes"],
+    )
+    result = {"method": method, "seed": int(seed), **result}
+    write_json(result, output or metrics_path(config, method, seed))
+
+    for (s, t), path in (scatters or {}).items():
+        if truth is None:
+            raise InputError(None, f"scatter {s} -> {t} needs a truth table (config 'truth')")
+        tr = trans[(s, t)][held_out_mask(lat[s])[0]]
+        ip, it = paired_indices(cell_ids_for(tr.obs, truth), cell_ids_for(prep[t].obs, truth))
+        plot_translation_scatter(
+            tr.X[ip], prep[t].X[it], feature_names=list(prep[t].var_names), path=path,
+            title=f"{method}: {s} → {t}, held-out cells ({len(ip)} with a measured partner)",
+        )
+    if shift is not None:
+        from .model import CrossModalModel
+
+        model = CrossModalModel.load(model_path or model_dir(config, method, seed), prep)
+        plot_shift(model, prep, path=shift, label_key=config["label_key"], title=f"{method} (seed {seed})")
+    return result
+
+
+def plot_latents(
+    config: dict[str, Any], items: list[tuple[str, int, dict[str, PathLike], PathLike]], *, seed: int = 0
+) -> None:
+    """UMAP of the joint latent of held-out cells for each (method, seed, latents, png).
+
+    All models are embedded in one process: UMAP's numba compilation (tens of seconds)
+    is then paid once per run rather than once per model.
+    """
+    import anndata as ad
+    import numpy as np
+
+    from .evaluate import LATENT_KEY, held_out_mask
+    from .plotting import plot_joint_latent
+    from .truth import cell_ids_for
+
+    truth = _truth_or_none(config)
+    label_key = config["label_key"]
+    for method, model_seed, latents, png in items:
+        lat = {d: ad.read_h5ad(p) for d, p in latents.items()}
+        z, labels = {}, {}
+        for d, a in lat.items():
+            held = a[held_out_mask(a)[0]]
+            z[d] = np.asarray(held.obsm[LATENT_KEY])
+            if label_key in held.obs and held.obs[label_key].notna().any():
+                labels[d] = held.obs[label_key].astype(object).to_numpy()
+            elif truth is not None and "cell_type" in truth:
+                lookup = truth.drop_duplicates("cell_id").set_index("cell_id")["cell_type"]
+                labels[d] = np.array([lookup.get(i) for i in cell_ids_for(held.obs, truth)], dtype=object)
+        plot_joint_latent(
+            z, labels=labels or None, path=png, method=f"{method} (seed {model_seed}), held-out cells", seed=seed
+        )
+
+
+def plot_shift(model, adatas: dict, *, path: PathLike, label_key: str | None, title: str = "") -> Path:
+    """Latent-shift figure: the two largest groups of the first labelled domain (or two
+    latent k-means clusters when no domain has labels), source moved onto target."""
+    import numpy as np
+
+    from .generate import latent_shift, shift_features
+    from .plotting import plot_latent_shift
+
+    labelled = [d for d in adatas if label_key and label_key in adatas[d].obs and adatas[d].obs[label_key].notna().any()]
+    domain = labelled[0] if labelled else next(iter(adatas))
+    adata = adatas[domain]
+    groupby = label_key if labelled else "latent_cluster"
+    if not labelled:
+        from sklearn.cluster import KMeans
+
+        adata = adata.copy()
+        z = model.get_latent(domain, adata)
+        adata.obs[groupby] = KMeans(2, n_init=10, random_state=0).fit_predict(z).astype(str)
+    source, target = adata.obs[groupby].astype(str).value_counts().index[:2]
+    before, after, vec = latent_shift(model, domain, groupby=groupby, source=source, target=target, adata=adata)
+    logger.info("latent shift %s -> %s in %s: |shift| = %.3g", source, target, domain, float(np.linalg.norm(vec)))
+    return plot_latent_shift(
+        shift_features(before), shift_features(after),
+        feature_names={d: list(before[d].var_names) for d in before}, path=path,
+        title=f"{title}: {domain} cells of {groupby}={source} shifted towards {target}, decoded in every domain",
+    )
+
+
+def compare(
+    config: dict[str, Any],
+    metric_files: list[PathLike],
+    *,
+    table: PathLike,
+    summary: PathLike | None = None,
+    figure: PathLike | None = None,
+):
+    """Gather all methods x seeds into one table (plus the trivial predictor) and a figure.
+
+    ``table`` has one row per method and seed with every metric as a column (the
+    ``trivial`` row predicts the training mean); ``summary`` one row per method with the
+    mean and standard deviation of every metric over seeds.
+    """
+    import json
+
+    import pandas as pd
+
+    from ._io import write_table
+    from .plotting import plot_comparison
+
+    rows, trivial = [], {}
+    for f in metric_files:
+        res = json.loads(Path(f).read_text())
+        rows.append({"method": res["method"], "seed": res["seed"], **res["metrics"]})
+        trivial.update(res.get("trivial", {}))
+    per_seed = pd.DataFrame(rows)
+    if trivial:
+        per_seed = pd.concat([per_seed, pd.DataFrame([{"method": "trivial", "seed": -1, **trivial}])])
+    per_seed = per_seed.sort_values(["method", "seed"]).reset_index(drop=True)
+    summary_table = per_seed.drop(columns="seed").groupby("method", sort=False).agg(["mean", "std"])
+    summary_table.columns = [f"{m}_{stat}" for m, stat in summary_table.columns]
+    summary_table.insert(0, "n_seeds", per_seed.groupby("method", sort=False).size())
+    write_table(per_seed, table, index=False)
+    if summary is not None:
+        write_table(summary_table.reset_index(), summary, index=False)
+    if figure is not None:
+        headline = [c for c in per_seed.columns if c.split("_")[0] in {"foscttm", "partner5", "transfer", "pearson", "ssim", "morph", "domain"}]
+        plot_comparison(per_seed, path=figure, metrics=headline[:12] or None, title=f"run '{config['run']}'")
+    return per_seed

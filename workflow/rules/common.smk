@@ -22,12 +22,19 @@ check_config(config, source="config")
 RESULTS = str(stages.results_dir(config))
 DOMAINS = list(config["domains"])
 LOGS = f"{RESULTS}/logs"
+METHODS = stages.methods(config)
+SEEDS = [str(s) for s in config["seeds"]]
+ALL_PAIRS = [(s, t) for s in DOMAINS for t in DOMAINS]  # d -> d: reconstruction
+IMAGE_PAIRS = stages.image_pairs(config)
+SCATTER_PAIRS = stages.vector_pairs(config) if config.get("truth") else []
 
 _GLOB_CHARS = set("*?[")
 
 
 wildcard_constraints:
     domain="|".join(DOMAINS),
+    method="|".join(METHODS),
+    seed=r"\d+",
 
 
 def uses_input(kind):
@@ -55,7 +62,24 @@ def prepare_inputs(wildcards):
     return files
 
 
+def model_files(wildcards):
+    """The trained model and its per-domain latents, for translate and evaluate."""
+    base = f"{RESULTS}/models/{wildcards.method}/seed{wildcards.seed}"
+    return {
+        "model": f"{base}/model.pt",
+        "model_config": f"{base}/config.json",
+        "latents": [f"{base}/{d}.h5ad" for d in DOMAINS],
+    }
+
+
+def truth_input():
+    path = stages.truth_path(config)
+    return [] if path is None else [str(path)]
+
+
 def all_outputs():
     out = [str(stages.prepared_path(config, d)) for d in DOMAINS]
     out += [f"{RESULTS}/plots/prepare/{d}.png" for d in DOMAINS]
+    out += [f"{RESULTS}/comparison.tsv", f"{RESULTS}/plots/comparison.png"]
+    out += [f"{RESULTS}/plots/evaluate/{m}/seed{s}/latent_umap.png" for m in METHODS for s in SEEDS]
     return out

@@ -1,0 +1,405 @@
+"""Register prepared AnnData domains as tensors for training and inference.
+
+A prepared domain follows the AnnData contract of ``docs/design.md``. This module
+checks that contract (:func:`validate_domain`), matches features against a trained
+model (:func:`feature_order`) and serves minibatches (:class:`DomainData`).
+
+Dense matrices are held as torch tensors (moved to the training device once);
+sparse matrices stay CSR and only each minibatch is densified, so large ATAC
+matrices are never densified as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ._io import InputError
+
+MODALITIES = ("rna", "atac", "protein", "image")
+#: obs column marking held-out cells; cells with value ``"test"`` are never trained on
+SPLIT_KEY = "split"
+
+
+def domain_error(name: str, adata: Any, problem: str) -> InputError:
+    """An :class:`InputError` naming the domain (and its source file when known)."""
+    source = None
+    try:
+        source = adata.uns["cellbridge"].get("source")
+    except (AttributeError, KeyError, TypeError):
+        pass
+    where = f"domain {name!r}" + (f" ({source})" if source else "")
+    return InputError(where, problem)
+
+
+def domain_modality(adata: Any, name: str) -> str:
+    """Modality recorded in ``adata.uns["cellbridge"]["modality"]``, checked."""
+    meta = getattr(adata, "uns", {}).get("cellbridge") if hasattr(adata, "uns") else None
+    if not isinstance(meta, Mapping) or "modality" not in meta:
+        raise domain_error(name, adata, 'uns["cellbridge"]["modality"] is missing; is this a prepared domain?')
+    modality = meta["modality"]
+    if modality not in MODALITIES:
+        raise domain_error(name, adata, f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    return str(modality)
+
+
+def domain_params(adata: Any) -> dict[str, Any]:
+    """Preprocessing parameters recorded in ``uns["cellbridge"]["params"]`` (JSON-able copy)."""
+    params = adata.uns.get("cellbridge", {}).get("params", {})
+    return _jsonable(dict(params))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays and nested mappings to plain JSON types."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _is_finite(mat: Any) -> bool:
+    data = mat.data if sp.issparse(mat) else np.asarray(mat)
+    return bool(np.isfinite(data).all())
+
+
+def _check_matrix(name: str, adata: Any, mat: Any, what: str, *, nonnegative: bool = False) -> None:
+    if mat is None:
+        raise domain_error(name, adata, f"{what} is missing")
+    if mat.shape != (adata.n_obs, adata.n_vars):
+        raise domain_error(name, adata, f"{what} has shape {mat.shape}, expected {(adata.n_obs, adata.n_vars)}")
+    if not _is_finite(mat):
+        raise domain_error(name, adata, f"{what} contains NaN or infinite values")
+    if nonnegative:
+        data = mat.data if sp.issparse(mat) else np.asarray(mat)
+        if data.size and data.min() < 0:
+            raise domain_error(name, adata, f"{what} contains negative values; raw counts expected")
+
+
+def image_size_of(adata: Any, name: str) -> int:
+    """Side of the square crops in ``obsm["image"]``, checked."""
+    from .nn.conv import n_stages_for
+
+    if "image" not in adata.obsm:
+        raise domain_error(name, adata, 'obsm["image"] is missing; image domains need their nucleus crops')
+    img = adata.obsm["image"]
+    if np.ndim(img) != 3 or img.shape[1] != img.shape[2]:
+        raise domain_error(name, adata, f'obsm["image"] must have shape (n_cells, S, S), got {np.shape(img)}')
+    try:
+        n_stages_for(img.shape[1])
+    except ValueError as err:
+        raise domain_error(name, adata, f'obsm["image"]: {err} (set the crop size of the image preprocessing)') from None
+    if not np.isfinite(np.asarray(img)).all():
+        raise domain_error(name, adata, 'obsm["image"] contains NaN or infinite values')
+    return int(img.shape[1])
+
+
+def validate_domain(adata: Any, name: str, *, likelihood_target: str | None = None) -> str:
+    """Check that ``adata`` is a usable prepared domain; return its modality.
+
+    Parameters
+    ----------
+    adata
+        Prepared AnnData.
+    name
+        Domain name (used in error messages).
+    likelihood_target
+        Data the domain's likelihood needs: ``"x"``, ``"counts"``, ``"binary"`` or ``"image"``.
+
+    Raises
+    ------
+    InputError
+        Naming the domain and the problem.
+    """
+    import anndata as ad
+
+    if not isinstance(adata, ad.AnnData):
+        raise InputError(f"domain {name!r}", f"expected an AnnData, got {type(adata).__name__}")
+    modality = domain_modality(adata, name)
+    if adata.n_obs == 0:
+        raise domain_error(name, adata, "has no cells")
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()][:5].tolist()
+        raise domain_error(name, adata, f"obs_names are not unique (e.g. {dup})")
+    if modality == "image":
+        image_size_of(adata, name)
+        return modality
+    if adata.n_vars == 0:
+        raise domain_error(name, adata, "has no features")
+    if not adata.var_names.is_unique:
+        dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
+        raise domain_error(name, adata, f"var_names are not unique (e.g. {dup})")
+    _check_matrix(name, adata, adata.X, "X")
+    if likelihood_target == "counts":
+        _check_matrix(name, adata, adata.layers.get("counts"), 'layers["counts"]', nonnegative=True)
+    if likelihood_target == "binary" and "binary" in adata.layers:
+        _check_matrix(name, adata, adata.layers["binary"], 'layers["binary"]', nonnegative=True)
+    return modality
+
+
+def feature_order(adata: Any, name: str, features: Sequence[str]) -> np.ndarray | None:
+    """Column indices that put ``adata``'s features in the order of ``features``.
+
+    Returns ``None`` when the order already matches.
+
+    Raises
+    ------
+    InputError
+        Naming the missing and the extra features when the sets differ.
+    """
+    have = pd.Index(adata.var_names)
+    want = pd.Index(list(features))
+    if have.equals(want):
+        return None
+    missing = want.difference(have, sort=False)
+    extra = have.difference(want, sort=False)
+    if len(missing) or len(extra):
+        parts = []
+        if len(missing):
+            parts.append(f"{len(missing)} feature(s) the model was trained on are missing: {_preview(missing)}")
+        if len(extra):
+            parts.append(f"{len(extra)} feature(s) unknown to the model: {_preview(extra)}")
+        raise domain_error(name, adata, "features do not match the model; " + "; ".join(parts))
+    return have.get_indexer(want)
+
+
+def _preview(names: Sequence[str], k: int = 10) -> str:
+    names = list(names)
+    return ", ".join(map(str, names[:k])) + (f", ... ({len(names) - k} more)" if len(names) > k else "")
+
+
+def _as_float32(mat: Any) -> np.ndarray | sp.csr_matrix:
+    if sp.issparse(mat):
+        return sp.csr_matrix(mat, dtype=np.float32)
+    return np.ascontiguousarray(np.asarray(mat, dtype=np.float32))
+
+
+def _column_subset(mat, order: np.ndarray | None):
+    return mat if order is None else mat[:, order]
+
+
+def estimate_x_scale(x: Any) -> float:
+    """Factor that maps a cell's proportions over the modelled features to ``expm1(X)``.
+
+    For ``X = log1p(counts / total * target_sum)`` restricted to some genes,
+    ``sum_j expm1(X_ij) = target_sum * (fraction of the cell's counts in these
+    genes)``; the median over cells is the factor a decoder's proportions are
+    multiplied by before ``log1p`` to land in ``X``'s space (exactly
+    ``target_sum`` when ``X`` was normalised after gene selection).
+    Returns NaN when ``X`` has negative entries (not a log1p transform).
+    """
+    if sp.issparse(x):
+        if x.nnz and x.data.min() < 0:
+            return float("nan")
+        totals = np.asarray(x.expm1().sum(1)).ravel()
+    else:
+        arr = np.asarray(x)
+        if arr.size and arr.min() < 0:
+            return float("nan")
+        totals = np.expm1(arr.astype(np.float64)).sum(1)
+    totals = totals[totals > 0]
+    return float(np.median(totals)) if totals.size else float("nan")
+
+
+def mean_feature_variance(mat: Any) -> float:
+    """Mean over features (or pixels) of the per-feature variance across cells."""
+    if sp.issparse(mat):
+        mean = np.asarray(mat.mean(0)).ravel()
+        mean_sq = np.asarray(mat.multiply(mat).mean(0)).ravel()
+        var = mean_sq - mean**2
+    else:
+        arr = np.asarray(mat, dtype=np.float64).reshape(mat.shape[0], -1)
+        var = arr.var(0)
+    value = float(np.mean(var)) if var.size else 0.0
+    return value if value > 0 else 1.0
+
+
+@dataclass
+class DomainData:
+    """Tensors of one registered domain.
+
+    Attributes
+    ----------
+    name, modality
+        Domain name and modality.
+    obs_names
+        Cell names in the order of the tensors.
+    inputs
+        Encoder input: ``X`` (vector domains) or ``obsm["image"]`` (image domains).
+    targets
+        Likelihood targets by key (``"x"``, ``"counts"``, ``"binary"``, ``"image"``).
+    library
+        Counts per cell summed over the modelled features (count likelihoods).
+    labels
+        Integer label codes, ``-1`` where unknown; ``None`` without labels.
+    split
+        ``obs["split"]`` as strings (``""`` where absent).
+    """
+
+    name: str
+    modality: str
+    obs_names: pd.Index
+    inputs: Any
+    targets: dict[str, Any] = field(default_factory=dict)
+    library: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    split: np.ndarray | None = None
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.obs_names)
+
+    @property
+    def input_key(self) -> str:
+        return "image" if self.modality == "image" else "x"
+
+    @classmethod
+    def from_anndata(
+        cls,
+        adata: Any,
+        name: str,
+        *,
+        likelihood_target: str,
+        features: Sequence[str] | None = None,
+        label_key: str | None = None,
+        label_categories: Sequence[str] = (),
+    ) -> DomainData:
+        """Validate ``adata`` and extract the tensors the model needs.
+
+        Parameters
+        ----------
+        adata
+            Prepared domain.
+        name
+            Domain name.
+        likelihood_target
+            Target key of the domain's likelihood.
+        features
+            Feature names of a trained model; ``adata``'s features are matched
+            to them by name and reordered.
+        label_key, label_categories
+            obs column with shared labels and the category order giving the codes.
+        """
+        modality = validate_domain(adata, name, likelihood_target=likelihood_target)
+        targets: dict[str, Any] = {}
+        library = None
+        if modality == "image":
+            inputs = np.ascontiguousarray(np.asarray(adata.obsm["image"], dtype=np.float32))
+            targets["image"] = inputs
+        else:
+            order = feature_order(adata, name, features) if features is not None else None
+            inputs = _as_float32(_column_subset(adata.X, order))
+            targets["x"] = inputs
+            if likelihood_target == "counts":
+                counts = _as_float32(_column_subset(adata.layers["counts"], order))
+                targets["counts"] = counts
+                library = np.asarray(counts.sum(1), dtype=np.float32).ravel()
+                if (library <= 0).any():
+                    n_empty = int((library <= 0).sum())
+                    raise domain_error(name, adata, f'{n_empty} cell(s) have no counts in layers["counts"]')
+            elif likelihood_target == "binary":
+                binary = adata.layers["binary"] if "binary" in adata.layers else adata.X
+                binary = _column_subset(binary, order)
+                binary = (binary > 0).astype(np.float32)
+                targets["binary"] = _as_float32(binary)
+        labels = None
+        if label_key is not None and label_key in adata.obs:
+            labels = encode_labels(adata.obs[label_key], label_categories)
+        split = adata.obs[SPLIT_KEY].astype(str).to_numpy() if SPLIT_KEY in adata.obs else None
+        return cls(
+            name=name,
+            modality=modality,
+            obs_names=pd.Index(adata.obs_names),
+            inputs=inputs,
+            targets=targets,
+            library=library,
+            labels=labels,
+            split=split,
+        )
+
+    def training_cells(self, *, use_test_cells: bool = False) -> np.ndarray:
+        """Indices of the cells training may use (all but ``obs["split"] == "test"``)."""
+        if self.split is None or use_test_cells:
+            return np.arange(self.n_obs)
+        return np.flatnonzero(self.split != "test")
+
+    def to(self, device: torch.device) -> DomainData:
+        """Move dense arrays to ``device`` as tensors (sparse ones stay CSR on the host)."""
+
+        def move(a):
+            if a is None or sp.issparse(a):
+                return a
+            return torch.as_tensor(a).to(device)
+
+        inputs = move(self.inputs)
+        # targets that are the input array itself (X for Gaussian, crops for images) are not copied twice
+        targets = {k: inputs if v is self.inputs else move(v) for k, v in self.targets.items()}
+        return DomainData(
+            name=self.name,
+            modality=self.modality,
+            obs_names=self.obs_names,
+            inputs=inputs,
+            targets=targets,
+            library=move(self.library),
+            labels=move(self.labels),
+            split=self.split,
+        )
+
+    def batch(self, idx: np.ndarray, device: torch.device, *, with_targets: bool = True) -> dict[str, torch.Tensor]:
+        """Minibatch of cells ``idx`` as tensors on ``device``.
+
+        Keys: the encoder input (``"x"`` or ``"image"``), the likelihood targets,
+        ``"library"`` (count likelihoods) and ``"labels"`` (when labels exist).
+        """
+        out = {self.input_key: _rows(self.inputs, idx, device)}
+        if with_targets:
+            for key, mat in self.targets.items():
+                if key not in out:
+                    out[key] = _rows(mat, idx, device)
+        if self.library is not None:
+            out["library"] = _rows(self.library, idx, device)
+        if self.labels is not None:
+            out["labels"] = _rows(self.labels, idx, device)
+        return out
+
+
+def _rows(mat: Any, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    if sp.issparse(mat):
+        return torch.from_numpy(mat[idx].toarray()).to(device)
+    if isinstance(mat, torch.Tensor):
+        return mat[torch.as_tensor(idx, device=mat.device)].to(device)
+    return torch.from_numpy(np.asarray(mat[idx])).to(device)
+
+
+def encode_labels(values: pd.Series, categories: Sequence[str]) -> np.ndarray:
+    """Integer codes of ``values`` in ``categories``; missing or unknown values get ``-1``."""
+    as_str = values.astype(object).where(values.notna(), None).map(lambda v: None if v is None else str(v))
+    codes = pd.Categorical(as_str, categories=[str(c) for c in categories]).codes
+    return np.asarray(codes, dtype=np.int64)
+
+
+def label_categories(adatas: Mapping[str, Any], label_key: str) -> list[str]:
+    """Sorted union of the non-missing labels in ``obs[label_key]`` over all domains.
+
+    Raises
+    ------
+    InputError
+        If no domain has the column.
+    """
+    found = [a.obs[label_key] for a in adatas.values() if label_key in a.obs]
+    if not found:
+        raise InputError(None, f"label_key {label_key!r} is not an obs column of any domain ({', '.join(adatas)})")
+    labels = set()
+    for col in found:
+        labels.update(str(v) for v in col.dropna().unique())
+    return sorted(labels)

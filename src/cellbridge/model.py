@@ -1,0 +1,624 @@
+"""User-facing model: :class:`CrossModalModel`.
+
+The same object serves notebooks and the workflow::
+
+    model = CrossModalModel({"rna": rna, "image": img}, alignment="wasserstein", label_key="cell_type")
+    history = model.train(max_epochs=60)
+    z = model.get_latent("image", key_added="X_cellbridge")
+    pred = model.translate("image", "rna")          # AnnData in RNA's prepared space
+    model.save("model/")
+    model = CrossModalModel.load("model/", adatas={"rna": rna, "image": img})
+
+A saved model is a folder with ``model.pt`` (a plain ``state_dict`` of tensors,
+loadable with ``torch.load(..., weights_only=True)``), ``config.json`` (the full
+model configuration, feature names per domain, the preprocessing parameters from
+``uns["cellbridge"]`` and the package version) and, once trained, ``history.tsv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from ._io import InputError, atomic_path, write_json, write_table
+from .align import LabelClassifier, get_aligner
+from .data import (
+    DomainData,
+    domain_modality,
+    domain_params,
+    estimate_x_scale,
+    mean_feature_variance,
+    image_size_of,
+    label_categories,
+)
+from .nn.autoencoder import CrossModalModule, DomainAutoencoder, architecture_options
+from .nn.likelihoods import make_likelihood, resolve_likelihood
+from .training import AnchorSet, Callback, Trainer, TrainingPlan, resolve_device
+
+logger = logging.getLogger("cellbridge")
+
+LATENT_KEY = "X_cellbridge"
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.tsv"
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cellbridge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _likelihood_target(name: str) -> str:
+    return type(make_likelihood(name, n_features=1, image_size=8)).target
+
+
+class CrossModalModel:
+    """Per-domain autoencoders sharing one latent space, aligned without paired cells.
+
+    Parameters
+    ----------
+    adatas
+        Prepared domains by name (``docs/design.md``: modality in
+        ``uns["cellbridge"]["modality"]``; features in ``X``; raw counts in
+        ``layers["counts"]``; crops in ``obsm["image"]`` for images).
+    latent_dim
+        Size of the shared latent space.
+    alignment
+        ``"adversarial"``, ``"wasserstein"``, ``"mmd"`` or ``"none"`` (see
+        :mod:`cellbridge.align`).
+    alignment_kwargs
+        Options of the aligner, e.g. ``{"reg": 0.05, "unbalanced": True}`` for
+        ``wasserstein`` or ``{"conditional": True}`` for ``adversarial``.
+    variational
+        Variational autoencoders (the latent reported at inference is the mean).
+    kl_weight
+        Weight of the KL term of variational autoencoders.
+    label_key
+        obs column with labels shared across domains (e.g. cell types); a label
+        classifier on the latent is trained on cells whose label is known
+        (missing values are ignored).
+    anchors
+        Known pairs: a DataFrame whose columns are domain names and whose rows
+        hold the ``obs_names`` of the same cell in those domains (missing
+        values allowed). The anchor loss pulls partners together.
+    anchor_fraction
+        Fraction of the anchor rows used (chosen at random by ``seed``).
+    domain_kwargs
+        Per-domain options: ``likelihood`` (``"auto"`` or a name from
+        :data:`~cellbridge.nn.LIKELIHOODS_BY_MODALITY`) and architecture options
+        ``hidden_dims``, ``dropout``, ``norm`` (``"batch"``/``"layer"``/``"none"``),
+        ``input_dropout`` (vector domains), ``conv_channels`` (images),
+        ``learn_scale`` (Gaussian likelihood).
+    seed
+        Seed of weight initialisation, validation split and minibatch order.
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ...
+
+    Raises
+    ------
+    InputError
+        When a domain breaks the prepared-domain contract (the message names the
+        domain and the problem).
+    """
+
+    def __init__(
+        self,
+        adatas: Mapping[str, ad.AnnData],
+        *,
+        latent_dim: int = 16,
+        alignment: str = "wasserstein",
+        alignment_kwargs: Mapping[str, Any] | None = None,
+        variational: bool = False,
+        kl_weight: float = 1e-3,
+        label_key: str | None = None,
+        anchors: pd.DataFrame | None = None,
+        anchor_fraction: float = 1.0,
+        domain_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+    ):
+        if not adatas:
+            raise InputError(None, "CrossModalModel needs at least one domain")
+        domain_kwargs = dict(domain_kwargs or {})
+        unknown = set(domain_kwargs) - set(adatas)
+        if unknown:
+            raise InputError(None, f"domain_kwargs names unknown domain(s) {sorted(unknown)}; domains are {list(adatas)}")
+        labels = label_categories(adatas, label_key) if label_key is not None else []
+        domains = {
+            name: self._domain_config(name, adata, domain_kwargs.get(name, {})) for name, adata in adatas.items()
+        }
+        self.config: dict[str, Any] = {
+            "latent_dim": int(latent_dim),
+            "alignment": alignment,
+            "alignment_kwargs": dict(alignment_kwargs or {}),
+            "variational": bool(variational),
+            "kl_weight": float(kl_weight),
+            "label_key": label_key,
+            "labels": labels,
+            "seed": int(seed),
+            "domains": domains,
+        }
+        self.device = resolve_device(device)
+        self.module = build_module(self.config).to(self.device)
+        self.adatas: dict[str, ad.AnnData] = dict(adatas)
+        self.data: dict[str, DomainData] = {
+            name: self._register(name, adata, check_features=False) for name, adata in adatas.items()
+        }
+        self._fill_data_constants()
+        self.anchors = anchor_sets(anchors, self.data, fraction=anchor_fraction, seed=seed) if anchors is not None else []
+        self.history: pd.DataFrame | None = None
+
+    # ------------------------------------------------------------ set-up
+    @staticmethod
+    def _domain_config(name: str, adata: ad.AnnData, options: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON-able description of one domain: modality, likelihood, features, architecture."""
+        if not isinstance(adata, ad.AnnData):
+            raise InputError(f"domain {name!r}", f"expected an AnnData, got {type(adata).__name__}")
+        modality = domain_modality(adata, name)
+        opts = dict(options)
+        try:
+            likelihood = resolve_likelihood(opts.pop("likelihood", "auto"), modality)
+            architecture = architecture_options(modality, opts)
+        except ValueError as err:
+            raise InputError(f"domain {name!r}", str(err)) from None
+        is_image = modality == "image"
+        return {
+            "modality": modality,
+            "likelihood": likelihood,
+            "features": [] if is_image else [str(v) for v in adata.var_names],
+            "image_size": image_size_of(adata, name) if is_image else 0,
+            "params": domain_params(adata),
+            "architecture": architecture,
+            # data-derived constants of count likelihoods, filled once the data is registered
+            "x_scale": None,
+            "default_library": None,
+            "variance": None,
+        }
+
+    def _register(self, name: str, adata: ad.AnnData, *, check_features: bool = True) -> DomainData:
+        cfg = self.config["domains"][name]
+        modality = domain_modality(adata, name)
+        if modality != cfg["modality"]:
+            raise InputError(f"domain {name!r}", f"has modality {modality!r} but the model's domain is {cfg['modality']!r}")
+        if modality == "image" and image_size_of(adata, name) != cfg["image_size"]:
+            raise InputError(
+                f"domain {name!r}",
+                f'obsm["image"] crops are {image_size_of(adata, name)} px but the model was built for {cfg["image_size"]} px',
+            )
+        return DomainData.from_anndata(
+            adata,
+            name,
+            likelihood_target=_likelihood_target(cfg["likelihood"]),
+            features=cfg["features"] if check_features and modality != "image" else None,
+            label_key=self.config["label_key"],
+            label_categories=self.config["labels"],
+        )
+
+    def _fill_data_constants(self) -> None:
+        """Record likelihood constants estimated from the registered data (kept in the config)."""
+        for name, data in self.data.items():
+            cfg = self.config["domains"][name]
+            ae = self.module.autoencoders[name]
+            if cfg["likelihood"] in ("gaussian", "mse"):
+                target = data.targets[type(ae.likelihood).target]
+                cfg["variance"] = mean_feature_variance(target[data.training_cells()])
+                ae.likelihood.variance = cfg["variance"]
+            if cfg["likelihood"] != "nb":
+                continue
+            scale = estimate_x_scale(data.inputs)
+            if not math.isfinite(scale):
+                scale = float(cfg["params"].get("target_sum", 1e4))
+                logger.warning(
+                    "domain %r: X is not log1p-normalised; NB predictions use log1p(proportion * %g)", name, scale
+                )
+            cfg["x_scale"] = scale
+            cfg["default_library"] = float(np.median(data.library))
+            ae.likelihood.x_scale = cfg["x_scale"]
+            ae.likelihood.default_library = cfg["default_library"]
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def domains(self) -> list[str]:
+        """Domain names in model order."""
+        return list(self.config["domains"])
+
+    def _check_domain(self, name: str) -> None:
+        if name not in self.config["domains"]:
+            raise KeyError(f"unknown domain {name!r}; the model knows {self.domains}")
+
+    def _data_for(self, name: str, adata: ad.AnnData | None) -> tuple[DomainData, ad.AnnData]:
+        self._check_domain(name)
+        if adata is None:
+            if name not in self.data:
+                raise InputError(f"domain {name!r}", "no data registered with the model; pass adata=")
+            return self.data[name], self.adatas[name]
+        return self._register(name, adata), adata
+
+    def __repr__(self) -> str:
+        doms = ", ".join(
+            f"{n}: {c['modality']}/{c['likelihood']}" + (f" ({self.data[n].n_obs} cells)" if n in self.data else "")
+            for n, c in self.config["domains"].items()
+        )
+        state = "trained" if self.history is not None else "untrained"
+        return f"CrossModalModel({doms}; latent_dim={self.config['latent_dim']}, alignment={self.config['alignment']!r}, {state})"
+
+    # ------------------------------------------------------------ training
+    def train(
+        self,
+        *,
+        max_epochs: int = 100,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        critic_lr: float | None = None,
+        warmup_epochs: int = 5,
+        ramp_epochs: int = 10,
+        align_weight: float = 1.0,
+        align_schedule: str = "linear",
+        label_weight: float = 1.0,
+        anchor_weight: float = 1.0,
+        validation_fraction: float = 0.1,
+        early_stopping_patience: int | None = None,
+        min_delta: float = 0.0,
+        grad_clip: float | None = 10.0,
+        use_test_cells: bool = False,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 5,
+        resume: bool = True,
+        progress: bool = True,
+        callbacks: Sequence[Callback] = (),
+    ) -> pd.DataFrame:
+        """Train all autoencoders jointly with the alignment loss.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs; an epoch is enough steps to see the largest domain once.
+        batch_size
+            Cells per domain per step.
+        lr, weight_decay
+            Adam options of the autoencoders (and label head).
+        critic_lr
+            Learning rate of an adversarial discriminator (default ``lr / 4``:
+            a slower discriminator keeps the adversarial game stable).
+        warmup_epochs
+            Epochs in which the autoencoders train without the alignment loss
+            (label and anchor supervision are on from the start).
+        ramp_epochs, align_schedule
+            ``"linear"``: the alignment weight grows from 0 to ``align_weight``
+            over ``ramp_epochs`` after warm-up; ``"constant"``: full weight right
+            after warm-up.
+        align_weight, label_weight, anchor_weight
+            Weights of the alignment loss, the label classifier and the anchors.
+        validation_fraction
+            Held-out fraction of each domain's training cells.
+        early_stopping_patience
+            Stop after this many epochs without a better ``val_loss`` once the
+            ramp is over (``None``: train all epochs); the best weights are restored.
+        min_delta
+            Minimum decrease of ``val_loss`` that counts as better.
+        grad_clip
+            Maximum global gradient norm (``None``: no clipping).
+        use_test_cells
+            Also train on cells with ``obs["split"] == "test"`` (held out by default).
+        checkpoint_dir, checkpoint_every, resume
+            Write ``checkpoint.pt`` every ``checkpoint_every`` epochs; with
+            ``resume`` continue from an existing one.
+        progress
+            Show a progress bar.
+        callbacks
+            ``callback(epoch, row)`` after each epoch.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per epoch (also kept as :attr:`history`): every loss term
+            per domain, ``align``, ``discriminator_acc`` (adversarial),
+            ``label_loss``/``label_acc``, validation losses, ``val_loss`` and ``seconds``.
+        """
+        if not self.data or set(self.data) != set(self.domains):
+            missing = sorted(set(self.domains) - set(self.data))
+            raise InputError(None, f"training needs data for every domain; missing {missing} (pass adatas= to load)")
+        plan = TrainingPlan(
+            max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, critic_lr=critic_lr,
+            warmup_epochs=warmup_epochs, ramp_epochs=ramp_epochs, align_weight=align_weight,
+            align_schedule=align_schedule, label_weight=label_weight, anchor_weight=anchor_weight,
+            kl_weight=self.config["kl_weight"], validation_fraction=validation_fraction,
+            early_stopping_patience=early_stopping_patience, min_delta=min_delta, grad_clip=grad_clip,
+            use_test_cells=use_test_cells, seed=self.config["seed"],
+        )
+        trainer = Trainer(
+            self.module, self.data, plan, anchors=self.anchors, device=self.device, fingerprint=self.config,
+            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
+            callbacks=callbacks,
+        )
+        self.history = trainer.fit()
+        return self.history
+
+    # ------------------------------------------------------------ inference
+    @torch.no_grad()
+    def _latent(self, name: str, data: DomainData, batch_size: int) -> torch.Tensor:
+        self.module.eval()
+        ae = self.module.autoencoders[name]
+        out = []
+        for start in range(0, data.n_obs, batch_size):
+            idx = np.arange(start, min(start + batch_size, data.n_obs))
+            out.append(ae.encode(data.batch(idx, self.device, with_targets=False))[0])
+        return torch.cat(out)
+
+    def get_latent(
+        self, domain: str, adata: ad.AnnData | None = None, *, key_added: str | None = None, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Latent coordinates (encoder means) of a domain's cells.
+
+        Parameters
+        ----------
+        domain
+            Domain name.
+        adata
+            Cells to encode (features matched by name); default: the registered data.
+        key_added
+            If given, also store the latent in ``adata.obsm[key_added]``
+            (e.g. ``"X_cellbridge"``).
+        batch_size
+            Cells per forward pass.
+        """
+        data, target = self._data_for(domain, adata)
+        z = self._latent(domain, data, batch_size).cpu().numpy()
+        if key_added is not None:
+            target.obsm[key_added] = z
+        return z
+
+    def translate(
+        self,
+        source: str,
+        target: str,
+        adata: ad.AnnData | None = None,
+        *,
+        library_size: float | None = None,
+        batch_size: int = 1024,
+    ) -> ad.AnnData:
+        """Encode cells of ``source`` and decode them as ``target`` cells.
+
+        Parameters
+        ----------
+        source, target
+            Domain names.
+        adata
+            Source cells; default: the registered source data.
+        library_size
+            Library size for the expected counts of count likelihoods (default:
+            the median of the target's training cells).
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        anndata.AnnData
+            ``obs``: the source cells; ``obsm["X_cellbridge"]``: their latent;
+            vector targets: ``X`` = predicted features in the target's prepared
+            space and ``var`` = the target's features, plus
+            ``layers["expected_counts"]`` (negative binomial) or
+            ``layers["probability"]`` (Bernoulli); image targets:
+            ``obsm["image"]`` = predicted crops and ``X`` = their morphology
+            features (the imaging preprocessing's features, see :meth:`decode`).
+        """
+        self._check_domain(target)
+        data, src = self._data_for(source, adata)
+        z = self._latent(source, data, batch_size)
+        out = self.decode(target, z, obs=src.obs, library_size=library_size, batch_size=batch_size)
+        out.uns["cellbridge"]["translated_from"] = source
+        return out
+
+    def decode(
+        self,
+        target: str,
+        z: np.ndarray | torch.Tensor,
+        *,
+        obs: pd.DataFrame | None = None,
+        library_size: float | None = None,
+        batch_size: int = 1024,
+    ) -> ad.AnnData:
+        """Decode latent points into ``target``'s prepared space.
+
+        Used by :meth:`translate` (latents of encoded cells) and by generation
+        (:mod:`cellbridge.generate`: latents sampled or shifted in the latent space).
+        Image targets get the predicted crops in ``obsm["image"]`` and, in ``X``, the
+        morphology features measured on them with the same function and parameters
+        as the imaging preprocessing, so predicted and measured nuclei compare directly.
+
+        Parameters
+        ----------
+        target
+            Domain to decode into.
+        z
+            ``(n, latent_dim)`` latent points.
+        obs
+            Row annotations of the result (default: ``latent_0 ...`` names).
+        library_size, batch_size
+            As in :meth:`translate`.
+        """
+        self._check_domain(target)
+        self.module.eval()
+        z = torch.as_tensor(np.asarray(z) if not torch.is_tensor(z) else z, dtype=torch.float32, device=self.device)
+        if z.ndim != 2 or z.shape[1] != self.config["latent_dim"]:
+            raise ValueError(f"z must have shape (n, {self.config['latent_dim']}), got {tuple(z.shape)}")
+        ae: DomainAutoencoder = self.module.autoencoders[target]
+        preds: dict[str, list[np.ndarray]] = {}
+        with torch.no_grad():
+            for start in range(0, len(z), batch_size):
+                zb = z[start : start + batch_size]
+                lib = torch.full((len(zb),), float(library_size), device=self.device) if library_size else None
+                for key, val in ae.predict(zb, library=lib).items():
+                    preds.setdefault(key, []).append(val.cpu().numpy().astype(np.float32))
+        pred = {k: np.concatenate(v) for k, v in preds.items()}
+        cfg = self.config["domains"][target]
+        if obs is None:
+            obs = pd.DataFrame(index=pd.Index([f"latent_{i}" for i in range(len(z))]))
+        if cfg["modality"] == "image":
+            crops = pred.pop("image")
+            feats = _crop_morphology(crops, cfg["params"], index=obs.index)
+            out = ad.AnnData(X=feats.to_numpy(np.float32), obs=obs.copy(), var=pd.DataFrame(index=feats.columns))
+            out.obsm["image"] = crops
+        else:
+            out = ad.AnnData(X=pred.pop("x"), obs=obs.copy(), var=self._target_var(target))
+        out.obsm[LATENT_KEY] = z.cpu().numpy()
+        for key, val in pred.items():
+            out.layers[key] = val
+        out.uns["cellbridge"] = {
+            "modality": cfg["modality"],
+            "domain": target,
+            "params": cfg["params"],
+            "version": _package_version(),
+        }
+        return out
+
+    def _target_var(self, target: str) -> pd.DataFrame:
+        cfg = self.config["domains"][target]
+        if cfg["modality"] == "image":
+            return pd.DataFrame(index=pd.Index([], dtype=str))
+        if target in self.adatas:
+            return self.adatas[target].var.loc[cfg["features"]].copy()
+        return pd.DataFrame(index=pd.Index(cfg["features"]))
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.pt``, ``config.json`` (and ``history.tsv`` once trained) into folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        with atomic_path(path / MODEL_FILE) as tmp:
+            torch.save(state, tmp)
+        write_json({"cellbridge_version": _package_version(), "config": self.config}, path / CONFIG_FILE)
+        if self.history is not None:
+            write_table(self.history, path / HISTORY_FILE)
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, adatas: Mapping[str, ad.AnnData] | None = None, *, device: str | torch.device = "auto"
+    ) -> CrossModalModel:
+        """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path
+            Model folder.
+        adatas
+            Data to register (any subset of the model's domains); features are
+            matched by name and reordered, and a mismatch raises an
+            :class:`~cellbridge.InputError` naming the missing and extra features.
+        device
+            Where to put the model.
+        """
+        path = Path(path)
+        for f in (MODEL_FILE, CONFIG_FILE):
+            if not (path / f).exists():
+                raise InputError(path / f, "is missing; not a saved cellbridge model folder")
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        self = cls.__new__(cls)
+        self.config = meta["config"]
+        self.device = resolve_device(device)
+        self.module = build_module(self.config)
+        state = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+        self.module.load_state_dict(state)
+        self.module.to(self.device).eval()
+        self.adatas, self.data, self.anchors = {}, {}, []
+        for name, adata in (adatas or {}).items():
+            self._check_domain(name)
+            self.data[name] = self._register(name, adata)
+            self.adatas[name] = adata
+        self.history = pd.read_csv(path / HISTORY_FILE, sep="\t", index_col=0) if (path / HISTORY_FILE).exists() else None
+        return self
+
+
+def _crop_morphology(crops: np.ndarray, params: Mapping[str, Any], *, index: pd.Index) -> pd.DataFrame:
+    """Morphology of predicted crops, measured as the imaging preprocessing measured the data."""
+    from .preprocess.morphology import crop_features
+
+    keys = ("mask_threshold", "n_shells", "glcm_levels")
+    return crop_features(crops, index=index, **{k: params[k] for k in keys if k in params})
+
+
+def build_module(config: Mapping[str, Any]) -> CrossModalModule:
+    """Build the torch module described by a model configuration (seeded initialisation)."""
+    latent_dim = config["latent_dim"]
+    n_labels = len(config["labels"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        autoencoders = {
+            name: DomainAutoencoder(
+                modality=d["modality"],
+                likelihood=d["likelihood"],
+                latent_dim=latent_dim,
+                n_features=len(d["features"]),
+                image_size=d["image_size"],
+                variational=config["variational"],
+                x_scale=d["x_scale"] or 1e4,
+                default_library=d["default_library"] or 1e4,
+                variance=d.get("variance") or 1.0,
+                architecture=d["architecture"],
+            )
+            for name, d in config["domains"].items()
+        }
+        aligner = get_aligner(
+            config["alignment"],
+            latent_dim=latent_dim,
+            n_domains=len(autoencoders),
+            n_labels=n_labels,
+            **config["alignment_kwargs"],
+        )
+        classifier = LabelClassifier(latent_dim, n_labels) if n_labels else None
+    return CrossModalModule(autoencoders, aligner, classifier=classifier)
+
+
+def anchor_sets(
+    anchors: pd.DataFrame, data: Mapping[str, DomainData], *, fraction: float = 1.0, seed: int = 0
+) -> list[AnchorSet]:
+    """Turn a table of known partners into index pairs per domain pair.
+
+    Parameters
+    ----------
+    anchors
+        Columns named by domains, rows holding the ``obs_names`` of one cell
+        identity in each domain (missing values allowed).
+    fraction
+        Fraction of rows used, chosen at random by ``seed``.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"anchor_fraction must be in (0, 1], got {fraction}")
+    cols = [c for c in anchors.columns if c in data]
+    unknown = [c for c in anchors.columns if c not in data]
+    if unknown or len(cols) < 2:
+        raise InputError(
+            "anchors", f"columns must name at least two domains of the model {list(data)}; unknown columns: {unknown}"
+        )
+    rng = np.random.default_rng([seed, 3])
+    n_keep = max(1, int(round(fraction * len(anchors))))
+    table = anchors.iloc[np.sort(rng.choice(len(anchors), n_keep, replace=False))]
+    sets = []
+    for i, a in enumerate(cols):
+        for b in cols[i + 1 :]:
+            rows = table[[a, b]].dropna()
+            idx_a = data[a].obs_names.get_indexer(rows[a].astype(str))
+            idx_b = data[b].obs_names.get_indexer(rows[b].astype(str))
+            for dom, names, idx in ((a, rows[a], idx_a), (b, rows[b], idx_b)):
+                if (idx < 0).any():
+                    bad = names[idx < 0].astype(str).tolist()
+                    raise InputError("anchors", f"{len(bad)} obs name(s) not found in domain {dom!r}: {bad[:5]}")
+            if len(rows):
+                sets.append(AnchorSet(a, b, idx_a, idx_b))
+    return sets

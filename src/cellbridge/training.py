@@ -1,0 +1,582 @@
+"""Training loop: balanced minibatches, alignment schedule, validation, checkpoints.
+
+Each optimisation step draws one minibatch from *every* domain; an epoch is as
+many steps as it takes to see the largest domain's training cells once (smaller
+domains are cycled through fresh permutations). The loss of a step is
+
+    sum_d recon_d + kl_weight * sum_d kl_d + w(epoch) * align_weight * align
+      + label_weight * label + anchor_weight * anchor
+
+where ``w`` is 0 during the warm-up epochs (the autoencoders learn alone), then
+ramps linearly to 1 over ``ramp_epochs`` (``align_schedule="linear"``) or jumps
+to 1 (``"constant"``). Supervision (labels, anchors) is on from the first epoch:
+it organises each domain's latent around the shared labels before distribution
+matching starts, so the aligner finds type-to-type correspondences instead of
+whatever matching of unorganised clouds is cheapest. An adversarial aligner's
+discriminator is trained on every step, warm-up included, so it is already
+informative when alignment starts.
+
+Validation and early stopping
+-----------------------------
+A random ``validation_fraction`` of each domain's training cells (by seed) is held
+out. After every epoch the held-out cells give ``val_loss`` = the summed
+reconstruction (and KL) losses + ``align_weight`` x the alignment loss between the
+held-out latents (not for ``adversarial``, whose value measures the discriminator
+as much as the encoders) + ``label_weight`` x the label loss. The full weights are
+used whatever the schedule, so ``val_loss`` measures the final objective; early
+stopping only counts epochs after the ramp has finished, because before that the
+objective being optimised is still changing by design. The best weights (lowest
+``val_loss``) are restored at the end.
+
+Checkpoints
+-----------
+Every ``checkpoint_every`` epochs (and at the end) the module, optimiser states,
+history, early-stopping state, epoch and RNG states are written atomically to
+``checkpoint_dir/checkpoint.pt``. A rerun with ``resume=True`` continues from it
+and, on CPU, reproduces the history of an uninterrupted run. A non-finite loss
+raises :class:`TrainingDivergedError` naming the loss term and the epoch; the
+last good checkpoint is left untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._io import InputError, atomic_path, save_figure
+from .align import anchor_loss
+from .data import DomainData
+from .nn.autoencoder import CrossModalModule
+
+logger = logging.getLogger("cellbridge")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+#: held-out cells per domain used for the validation alignment loss (bounds its OT cost)
+MAX_VALIDATION_ALIGN_CELLS = 512
+
+Callback = Callable[[int, Mapping[str, float]], None]
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the term and the epoch."""
+
+    def __init__(self, term: str, value: float, epoch: int, checkpoint: str | None):
+        self.term, self.value, self.epoch, self.checkpoint = term, value, epoch, checkpoint
+        kept = (
+            f"the last good checkpoint is kept at {checkpoint}"
+            if checkpoint
+            else "no checkpoint was written (set checkpoint_dir to keep one)"
+        )
+        super().__init__(
+            f"training diverged: loss term {term!r} is {value} at epoch {epoch}; {kept}. "
+            "Try a lower learning rate or alignment weight."
+        )
+
+
+@dataclass
+class TrainingPlan:
+    """Options of one training run (see :meth:`cellbridge.CrossModalModel.train`)."""
+
+    max_epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    critic_lr: float | None = None
+    warmup_epochs: int = 5
+    ramp_epochs: int = 10
+    align_weight: float = 1.0
+    align_schedule: str = "linear"
+    label_weight: float = 1.0
+    anchor_weight: float = 1.0
+    kl_weight: float = 1e-3
+    validation_fraction: float = 0.1
+    early_stopping_patience: int | None = None
+    min_delta: float = 0.0
+    grad_clip: float | None = 10.0
+    use_test_cells: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.align_schedule not in ("linear", "constant"):
+            raise ValueError(f"align_schedule must be 'linear' or 'constant', got {self.align_schedule!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("early_stopping_patience must be >= 1 or None")
+
+    def schedule(self, epoch: int) -> float:
+        """Factor in [0, 1] applied to the alignment loss at 1-based ``epoch``."""
+        after = epoch - self.warmup_epochs
+        if after <= 0:
+            return 0.0
+        if self.align_schedule == "constant" or self.ramp_epochs <= 0:
+            return 1.0
+        return min(1.0, after / self.ramp_epochs)
+
+    @property
+    def full_weight_epoch(self) -> int:
+        """First epoch at which the schedule has reached 1."""
+        if self.align_schedule == "constant" or self.ramp_epochs <= 0:
+            return self.warmup_epochs + 1
+        return self.warmup_epochs + self.ramp_epochs
+
+    def resume_key(self) -> dict[str, Any]:
+        """Options that must match for a checkpoint to be resumed (not the epoch budget)."""
+        d = dataclasses.asdict(self)
+        for k in ("max_epochs", "early_stopping_patience", "min_delta"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class AnchorSet:
+    """Known partner cells between two domains (row positions in each domain's data)."""
+
+    domain_a: str
+    domain_b: str
+    index_a: np.ndarray
+    index_b: np.ndarray
+
+
+def split_validation(n_cells: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random split of the cell indices ``n_cells`` into training and validation parts."""
+    perm = rng.permutation(n_cells)
+    n_val = int(round(fraction * len(perm)))
+    if fraction > 0 and len(perm) >= 10:
+        n_val = max(n_val, 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class BalancedSampler:
+    """One minibatch per domain per step; an epoch covers the largest domain once.
+
+    Each domain walks through fresh random permutations of its cells, concatenated
+    as needed, so smaller domains are revisited within an epoch and no batch holds
+    the same cell twice (unless a domain has fewer cells than ``batch_size``, in
+    which case its batch is all of its cells).
+    """
+
+    def __init__(self, cells: Mapping[str, np.ndarray], batch_size: int, rng: np.random.Generator):
+        self.cells = {k: np.asarray(v) for k, v in cells.items()}
+        self.batch_sizes = {k: min(batch_size, len(v)) for k, v in self.cells.items()}
+        self.rng = rng
+        largest = max(len(v) for v in self.cells.values())
+        self.steps_per_epoch = max(1, math.ceil(largest / batch_size))
+
+    def epoch(self) -> Iterator[dict[str, np.ndarray]]:
+        streams = {}
+        for name, cells in self.cells.items():
+            need = self.steps_per_epoch * self.batch_sizes[name]
+            reps = math.ceil(need / len(cells))
+            streams[name] = np.concatenate([cells[self.rng.permutation(len(cells))] for _ in range(reps)])
+        for step in range(self.steps_per_epoch):
+            yield {
+                name: streams[name][step * self.batch_sizes[name] : (step + 1) * self.batch_sizes[name]]
+                for name in self.cells
+            }
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: the first CUDA device when available, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    """Optimise a :class:`~cellbridge.nn.CrossModalModule` on registered domains.
+
+    Parameters
+    ----------
+    module
+        The module to train (updated in place).
+    data
+        Registered domains by name (same order as ``module.autoencoders``).
+    plan
+        Training options.
+    anchors
+        Known pairs used by the anchor loss.
+    device
+        Where to train.
+    fingerprint
+        JSON-able description of the model; a checkpoint is only resumed when
+        its fingerprint and the plan's :meth:`TrainingPlan.resume_key` match.
+    checkpoint_dir, checkpoint_every, resume
+        See the module docstring.
+    progress
+        Show a tqdm progress bar over epochs.
+    callbacks
+        Called as ``callback(epoch, history_row)`` after each epoch (after its
+        checkpoint is written); an exception raised there stops training.
+    """
+
+    def __init__(
+        self,
+        module: CrossModalModule,
+        data: Mapping[str, DomainData],
+        plan: TrainingPlan,
+        *,
+        anchors: Sequence[AnchorSet] = (),
+        device: torch.device,
+        fingerprint: Mapping[str, Any] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 5,
+        resume: bool = True,
+        progress: bool = True,
+        callbacks: Sequence[Callback] = (),
+    ):
+        self.module = module
+        self.plan = plan
+        self.device = device
+        self.domains = list(module.autoencoders.keys())
+        self.data = {k: data[k].to(device) for k in self.domains}
+        self.fingerprint = json.dumps({"model": fingerprint or {}, "plan": plan.resume_key()}, sort_keys=True, default=str)
+        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.progress = progress
+        self.callbacks = list(callbacks)
+        self.last_checkpoint_epoch: int | None = None
+
+        split_rng = np.random.default_rng([plan.seed, 1])
+        self.train_cells: dict[str, np.ndarray] = {}
+        self.val_cells: dict[str, np.ndarray] = {}
+        for name in self.domains:
+            cells = self.data[name].training_cells(use_test_cells=plan.use_test_cells)
+            if len(cells) == 0:
+                raise InputError(f"domain {name!r}", "has no training cells (all are marked obs['split'] == 'test')")
+            self.train_cells[name], self.val_cells[name] = split_validation(cells, plan.validation_fraction, split_rng)
+        self.has_validation = all(len(v) > 0 for v in self.val_cells.values())
+        if plan.early_stopping_patience is not None and not self.has_validation:
+            logger.warning("early stopping disabled: no validation cells (validation_fraction=%s)", plan.validation_fraction)
+        train_set = {n: set(c.tolist()) for n, c in self.train_cells.items()}
+        self.anchors = [
+            a for a in (_restrict_anchors(a, train_set) for a in anchors) if len(a.index_a) > 0
+        ]
+
+        self.rng = np.random.default_rng([plan.seed, 2])
+        self.sampler = BalancedSampler(self.train_cells, plan.batch_size, self.rng)
+        self.optimizer = torch.optim.Adam(module.cooperative_parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+        critic = module.critic_parameters()
+        self.critic_optimizer = (
+            torch.optim.Adam(critic, lr=plan.critic_lr or plan.lr / 4, betas=(0.5, 0.9)) if critic else None
+        )
+        self.history: list[dict[str, float]] = []
+        self.best = {"value": math.inf, "epoch": 0, "bad_epochs": 0, "state": None, "stopped": False}
+
+    # ------------------------------------------------------------------ steps
+    def _loss_terms(self, batches: Mapping[str, Mapping[str, torch.Tensor]], weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss of one step and its named terms (the critic is stepped here)."""
+        plan, module = self.plan, self.module
+        terms: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self.device)
+        latents, labels = [], []
+        for name in self.domains:
+            mean, recon, kl = module.domain_losses(name, batches[name], sample=True)
+            latents.append(mean)
+            labels.append(batches[name].get("labels"))
+            terms[f"recon_{name}"] = recon
+            total = total + recon
+            if kl is not None:
+                terms[f"kl_{name}"] = kl
+                total = total + plan.kl_weight * kl
+        aligner = module.aligner
+        if aligner.adversarial:
+            critic_loss, critic_acc = aligner.critic_loss(latents, labels)
+            self._check_finite({"discriminator_loss": critic_loss})
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.critic_optimizer.step()
+            terms["discriminator_loss"] = critic_loss.detach()
+            terms["discriminator_acc"] = critic_acc
+        align = aligner(latents, labels)
+        terms["align"] = align
+        total = total + weight * plan.align_weight * align
+        if module.classifier is not None:
+            label_loss, label_acc = module.classifier.loss(latents, labels)
+            terms["label_loss"] = label_loss
+            terms["label_acc"] = label_acc
+            total = total + plan.label_weight * label_loss
+        if self.anchors:
+            anchor = torch.stack([self._anchor_term(a) for a in self.anchors]).mean()
+            terms["anchor_loss"] = anchor
+            total = total + plan.anchor_weight * anchor
+        terms["loss"] = total
+        return total, terms
+
+    def _anchor_term(self, anchors: AnchorSet) -> torch.Tensor:
+        n = min(self.plan.batch_size, len(anchors.index_a))
+        pick = self.rng.choice(len(anchors.index_a), n, replace=False)
+        za = self._encode(anchors.domain_a, anchors.index_a[pick])
+        zb = self._encode(anchors.domain_b, anchors.index_b[pick])
+        return anchor_loss(za, zb)
+
+    def _encode(self, name: str, idx: np.ndarray) -> torch.Tensor:
+        batch = self.data[name].batch(idx, self.device, with_targets=False)
+        return self.module.autoencoders[name].encode(batch)[0]
+
+    def _check_finite(self, terms: Mapping[str, torch.Tensor]) -> None:
+        """Raise :class:`TrainingDivergedError` naming the first non-finite loss term.
+
+        Accuracies are skipped: they are NaN by design when a batch has no labelled cell.
+        """
+        names = [k for k in terms if not k.endswith("_acc")]
+        values = torch.stack([terms[k].detach().float().reshape(()) for k in names])
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):  # one host sync per step, the price of naming the culprit
+            bad = int((~finite).nonzero()[0, 0])
+            raise TrainingDivergedError(names[bad], float(values[bad]), self.epoch, self._checkpoint_str())
+
+    def _checkpoint_str(self) -> str | None:
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            return str(self.checkpoint_path)
+        return None
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass; returns the mean of every loss term over the epoch's steps."""
+        self.module.train()
+        weight = self.plan.schedule(epoch)
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        params = self.module.cooperative_parameters()
+        for idx in self.sampler.epoch():
+            batches = {name: self.data[name].batch(i, self.device) for name, i in idx.items()}
+            total, terms = self._loss_terms(batches, weight)
+            self._check_finite(terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if self.plan.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(params, self.plan.grad_clip)
+                if not torch.isfinite(norm):
+                    raise TrainingDivergedError("gradient norm", float(norm), epoch, self._checkpoint_str())
+            self.optimizer.step()
+            for k, v in terms.items():
+                val = float(v.detach())
+                if not math.isnan(val):
+                    sums[k] = sums.get(k, 0.0) + val
+                    counts[k] = counts.get(k, 0) + 1
+        row = {k: sums[k] / counts[k] for k in sums}
+        row["schedule"] = weight
+        return row
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Losses of the held-out cells (eval mode) and the monitored ``val_loss``."""
+        if not self.has_validation:
+            return {}
+        plan, module = self.plan, self.module
+        module.eval()
+        row: dict[str, float] = {}
+        monitored = 0.0
+        latents, labels = [], []
+        for name in self.domains:
+            recon_sum, kl_sum, means, labs = 0.0, 0.0, [], []
+            cells = self.val_cells[name]
+            for start in range(0, len(cells), 1024):
+                idx = cells[start : start + 1024]
+                batch = self.data[name].batch(idx, self.device)
+                mean, recon, kl = module.domain_losses(name, batch, sample=False)
+                recon_sum += float(recon) * len(idx)
+                kl_sum += float(kl) * len(idx) if kl is not None else 0.0
+                means.append(mean)
+                labs.append(batch.get("labels"))
+            row[f"val_recon_{name}"] = recon_sum / len(cells)
+            monitored += row[f"val_recon_{name}"] + plan.kl_weight * kl_sum / len(cells)
+            latents.append(torch.cat(means)[:MAX_VALIDATION_ALIGN_CELLS])
+            labels.append(torch.cat(labs)[:MAX_VALIDATION_ALIGN_CELLS] if labs[0] is not None else None)
+        if module.aligner.adversarial:
+            _, acc = module.aligner.critic_loss(latents, labels)
+            row["val_discriminator_acc"] = float(acc)
+        align = float(module.aligner(latents, labels))
+        row["val_align"] = align
+        if not module.aligner.adversarial:
+            monitored += plan.align_weight * align
+        if module.classifier is not None:
+            label_loss, label_acc = module.classifier.loss(latents, labels)
+            row["val_label_loss"], row["val_label_acc"] = float(label_loss), float(label_acc)
+            monitored += plan.label_weight * float(label_loss)
+        row["val_loss"] = monitored
+        return row
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "fingerprint": self.fingerprint,
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict() if self.critic_optimizer else None,
+            "history": self.history,
+            "best": self.best,
+            "rng": {
+                "numpy": self.rng.bit_generator.state,
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
+        }
+
+    def save_checkpoint(self, epoch: int) -> None:
+        """Write the full training state atomically (replacing the previous checkpoint)."""
+        if self.checkpoint_path is None:
+            return
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(self._state(epoch), tmp)
+        self.last_checkpoint_epoch = epoch
+
+    def load_checkpoint(self) -> int:
+        """Restore the state from ``checkpoint_dir``; return the epoch it was written after (0 if none)."""
+        if self.checkpoint_path is None or not self.resume or not self.checkpoint_path.exists():
+            return 0
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
+            raise InputError(
+                self.checkpoint_path,
+                "checkpoint was written by a run with a different model or training configuration; "
+                "delete it, choose another checkpoint_dir, or train with resume=False",
+            )
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.history = [dict(r) for r in state["history"]]
+        self.best = dict(state["best"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self.last_checkpoint_epoch = int(state["epoch"])
+        logger.info("resuming from %s after epoch %d", self.checkpoint_path, state["epoch"])
+        return int(state["epoch"])
+
+    # ------------------------------------------------------------ early stop
+    def _update_early_stopping(self, epoch: int, row: Mapping[str, float]) -> bool:
+        """Track the best ``val_loss``; return True when training should stop."""
+        if "val_loss" not in row or epoch < self.plan.full_weight_epoch:
+            return False
+        if row["val_loss"] < self.best["value"] - self.plan.min_delta:
+            self.best.update(
+                value=row["val_loss"],
+                epoch=epoch,
+                bad_epochs=0,
+                state={k: v.detach().clone() for k, v in self.module.state_dict().items()},
+            )
+            return False
+        self.best["bad_epochs"] += 1
+        patience = self.plan.early_stopping_patience
+        return patience is not None and self.best["bad_epochs"] >= patience
+
+    # -------------------------------------------------------------------- fit
+    def fit(self) -> pd.DataFrame:
+        """Train until ``max_epochs`` or early stopping; return the per-epoch history."""
+        from tqdm.auto import tqdm
+
+        self.epoch = 0
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        # the run's RNG streams are its own: the caller's global torch RNG is restored afterwards
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.plan.seed)
+            start = self.load_checkpoint()
+            if self.best.get("stopped"):
+                start = self.plan.max_epochs
+            bar = tqdm(range(start + 1, self.plan.max_epochs + 1), disable=not self.progress, desc="training", unit="epoch")
+            for epoch in bar:
+                self.epoch = epoch
+                t0 = time.perf_counter()
+                row: dict[str, float] = {"epoch": epoch}
+                row.update(self.train_epoch(epoch))
+                row.update(self.validate())
+                row["seconds"] = time.perf_counter() - t0
+                self.history.append(row)
+                stop = self._update_early_stopping(epoch, row)
+                self.best["stopped"] = stop
+                if stop or epoch % self.checkpoint_every == 0 or epoch == self.plan.max_epochs:
+                    self.save_checkpoint(epoch)
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "align", "val_loss") if k in row})
+                for callback in self.callbacks:
+                    callback(epoch, dict(row))
+                if stop:
+                    logger.info("early stopping after epoch %d (best epoch %d)", epoch, self.best["epoch"])
+                    break
+            bar.close()
+        if self.best.get("state") is not None and self.plan.early_stopping_patience is not None:
+            self.module.load_state_dict(self.best["state"])
+        self.module.eval()
+        return history_frame(self.history)
+
+
+def _restrict_anchors(anchors: AnchorSet, train_set: Mapping[str, set]) -> AnchorSet:
+    """Keep only anchor pairs whose two cells are both training (not validation/test) cells."""
+    keep = np.array(
+        [a in train_set[anchors.domain_a] and b in train_set[anchors.domain_b] for a, b in zip(anchors.index_a, anchors.index_b)],
+        dtype=bool,
+    )
+    return AnchorSet(anchors.domain_a, anchors.domain_b, anchors.index_a[keep], anchors.index_b[keep])
+
+
+def history_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
+    """History rows as a DataFrame indexed by epoch, with ``seconds`` last."""
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return df
+    df["epoch"] = df["epoch"].astype(int)
+    cols = [c for c in df.columns if c not in ("epoch", "seconds")] + ["seconds"]
+    return df.set_index("epoch")[cols]
+
+
+def plot_history(history: pd.DataFrame, path: str | Path) -> Path:
+    """Write a PNG of the loss curves (reconstruction per domain, alignment, validation).
+
+    Parameters
+    ----------
+    history
+        As returned by :meth:`CrossModalModel.train` (indexed by epoch).
+    path
+        Destination PNG; written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("reconstruction", [c for c in history.columns if c.startswith(("recon_", "val_recon_"))]),
+        ("alignment", [c for c in ("align", "val_align") if c in history.columns]),
+        ("supervision / discriminator", [c for c in history.columns if c.endswith(("_acc", "label_loss", "anchor_loss"))]),
+        ("total", [c for c in ("loss", "val_loss") if c in history.columns]),
+    ]
+    panels = [(t, cols) for t, cols in panels if cols]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, cols) in zip(axes[0], panels):
+        for col in cols:
+            ax.plot(history.index, history[col], label=col, linestyle="--" if col.startswith("val_") else "-")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    if "schedule" in history.columns and len(history) and (history["schedule"] < 1).any():
+        start = history.index[history["schedule"] > 0]
+        if len(start):
+            for ax in axes[0]:
+                ax.axvline(start[0] - 0.5, color="grey", linewidth=0.8, linestyle=":")
+    fig.tight_layout()
+    return save_figure(fig, path)

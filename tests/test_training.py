@@ -1,0 +1,176 @@
+"""Training loop: losses fall, alignment works, checkpoints resume exactly, divergence is caught."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _synthetic import FAST_TRAIN, fast_model, make_domains
+
+from cellbridge.align import mmd
+from cellbridge.training import BalancedSampler, TrainingDivergedError, TrainingPlan, plot_history, split_validation
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def domains():
+    return make_domains(160, image_size=16, seed=0)
+
+
+def _train(domains, alignment, epochs, **kw):
+    model = fast_model(domains, alignment=alignment, **kw.pop("model", {}))
+    history = model.train(max_epochs=epochs, **{**FAST_TRAIN, **kw})
+    return model, history
+
+
+def _latent_mmd(model):
+    z = [torch.as_tensor(model.get_latent(d)) for d in ("rna", "image")]
+    return float(mmd(*z))
+
+
+@pytest.mark.parametrize("alignment", ["wasserstein", "mmd", "adversarial"])
+def test_alignment_and_reconstruction_fall(domains, alignment):
+    model, history = _train(domains, alignment, 8, lr=3e-3)
+    assert len(history) == 8 and np.isfinite(history.drop(columns=["seconds"]).to_numpy()).all()
+    for dom in ("rna", "image"):
+        assert history[f"recon_{dom}"].iloc[-1] < 0.7 * history[f"recon_{dom}"].iloc[0]
+    if alignment == "adversarial":
+        # encoders fool the discriminator: its accuracy drops towards chance once they adapt
+        assert history["discriminator_acc"].iloc[-2:].mean() < history["discriminator_acc"].max()
+        assert history["align"].iloc[-2:].mean() < history["align"].max()
+    else:
+        assert history["align"].iloc[-2:].mean() < 0.7 * history["align"].iloc[:2].mean()
+
+
+def test_none_leaves_domains_unaligned(domains):
+    aligned, _ = _train(domains, "wasserstein", 8, lr=3e-3, align_weight=5.0)
+    unaligned, history = _train(domains, "none", 8, lr=3e-3, align_weight=5.0)
+    assert (history["align"] == 0).all()
+    assert _latent_mmd(unaligned) > 3 * _latent_mmd(aligned)
+
+
+def test_warmup_and_ramp_schedule():
+    plan = TrainingPlan(warmup_epochs=2, ramp_epochs=4)
+    assert [plan.schedule(e) for e in range(1, 8)] == [0, 0, 0.25, 0.5, 0.75, 1, 1]
+    assert plan.full_weight_epoch == 6
+    constant = TrainingPlan(warmup_epochs=2, align_schedule="constant")
+    assert [constant.schedule(e) for e in (2, 3)] == [0, 1]
+    with pytest.raises(ValueError, match="align_schedule"):
+        TrainingPlan(align_schedule="cosine")
+
+
+def test_three_domains_train():
+    doms = make_domains(90, modalities=("rna", "image", "atac"), image_size=16, seed=1)
+    model, history = _train(doms, "mmd", 3, model={"label_key": "cell_type", "variational": True})
+    for dom in ("rna", "image", "atac"):
+        assert f"recon_{dom}" in history and f"kl_{dom}" in history
+        assert model.get_latent(dom).shape == (90, 4)
+    assert history["label_acc"].between(0, 1).all()
+    atac = model.translate("rna", "atac")
+    assert atac.shape == (90, 80) and "probability" in atac.layers
+
+
+def test_balanced_sampler_covers_largest_domain():
+    cells = {"a": np.arange(100), "b": np.arange(30)}
+    sampler = BalancedSampler(cells, 32, np.random.default_rng(0))
+    batches = list(sampler.epoch())
+    assert len(batches) == sampler.steps_per_epoch == 4
+    assert set(np.concatenate([b["a"] for b in batches])) == set(range(100))
+    assert all(len(b["b"]) == 30 and len(set(b["b"])) == 30 for b in batches)
+
+
+def test_validation_split_is_seeded():
+    a = split_validation(np.arange(50), 0.2, np.random.default_rng(0))
+    b = split_validation(np.arange(50), 0.2, np.random.default_rng(0))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len(a[1]) == 10 and not set(a[0]) & set(a[1])
+
+
+def test_test_cells_are_held_out():
+    doms = make_domains(100, image_size=16, test_fraction=0.3, seed=2)
+    model = fast_model(doms, alignment="none")
+    seen = {}
+
+    # the sampler only ever hands out training cells: check through the trainer's split
+    from cellbridge.training import Trainer
+
+    trainer = Trainer(model.module, model.data, TrainingPlan(max_epochs=1), device=model.device, progress=False)
+    for name, adata in doms.items():
+        test = np.flatnonzero(adata.obs["split"].to_numpy() == "test")
+        seen[name] = np.concatenate([trainer.train_cells[name], trainer.val_cells[name]])
+        assert not set(test) & set(seen[name])
+        assert len(seen[name]) == adata.n_obs - len(test)
+
+
+def _history_without_time(history):
+    return history.drop(columns=["seconds"])
+
+
+def test_resume_reproduces_uninterrupted_run(domains, tmp_path):
+    kw = dict(max_epochs=6, checkpoint_every=2, lr=3e-3, **FAST_TRAIN)
+    full = fast_model(domains, alignment="adversarial", label_key="cell_type")
+    expected = full.train(checkpoint_dir=tmp_path / "full", **kw)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_4(epoch, row):
+        if epoch == 4:
+            raise Interrupt
+
+    first = fast_model(domains, alignment="adversarial", label_key="cell_type")
+    with pytest.raises(Interrupt):
+        first.train(checkpoint_dir=tmp_path / "run", callbacks=[stop_after_4], **kw)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 4
+    resumed = fast_model(domains, alignment="adversarial", label_key="cell_type")
+    epochs_run = []
+    history = resumed.train(checkpoint_dir=tmp_path / "run", callbacks=[lambda e, r: epochs_run.append(e)], **kw)
+    assert epochs_run == [5, 6]  # no lost work, nothing redone
+    pd.testing.assert_frame_equal(_history_without_time(history), _history_without_time(expected))
+    np.testing.assert_array_equal(resumed.get_latent("image"), full.get_latent("image"))
+    # a finished run is not retrained
+    again = fast_model(domains, alignment="adversarial", label_key="cell_type")
+    pd.testing.assert_frame_equal(_history_without_time(again.train(checkpoint_dir=tmp_path / "run", **kw)), _history_without_time(expected))
+    # a checkpoint from another configuration is refused
+    other = fast_model(domains, alignment="mmd", label_key="cell_type")
+    with pytest.raises(ValueError, match="different model or training configuration"):
+        other.train(checkpoint_dir=tmp_path / "run", **kw)
+
+
+def test_nan_loss_names_term_and_keeps_checkpoint(domains, tmp_path):
+    model = fast_model(domains, alignment="mmd")
+
+    def poison(epoch, row):
+        if epoch == 2:
+            with torch.no_grad():
+                next(model.module.autoencoders["rna"].decoder.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDivergedError, match=r"recon_rna.*epoch 3.*checkpoint\.pt") as err:
+        model.train(max_epochs=6, checkpoint_dir=tmp_path, checkpoint_every=1, callbacks=[poison], **FAST_TRAIN)
+    assert err.value.term == "recon_rna" and err.value.epoch == 3
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in state["module"].values() if v.is_floating_point())
+
+
+def test_early_stopping_stops_and_restores_best(domains):
+    # min_delta so large that no epoch counts as an improvement after the first monitored one
+    model, history = _train(domains, "mmd", 20, early_stopping_patience=2, min_delta=1e9)
+    assert len(history) == 3  # epoch 1 sets the best, 2 and 3 exhaust the patience
+    assert "val_loss" in history and "val_recon_rna" in history
+
+
+def test_seed_repeatability(domains):
+    a, ha = _train(domains, "wasserstein", 2, model={"seed": 3})
+    b, hb = _train(domains, "wasserstein", 2, model={"seed": 3})
+    c, _ = _train(domains, "wasserstein", 2, model={"seed": 4})
+    pd.testing.assert_frame_equal(_history_without_time(ha), _history_without_time(hb))
+    np.testing.assert_array_equal(a.get_latent("rna"), b.get_latent("rna"))
+    assert not np.allclose(a.get_latent("rna"), c.get_latent("rna"))
+
+
+def test_nb_likelihood_and_plot(domains, tmp_path):
+    model, history = _train(domains, "mmd", 3, model={"domain_kwargs": {"rna": {"likelihood": "nb"}}})
+    assert history["recon_rna"].iloc[-1] < history["recon_rna"].iloc[0]
+    out = plot_history(history, tmp_path / "plots" / "loss.png")
+    assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,30 @@
+# Translation: every domain's cells decoded into every domain (d -> d = reconstruction).
+
+
+rule translate:
+    input:
+        unpack(lambda wc: model_files(wc)),
+        prepared=expand(f"{RESULTS}/prepared/{{domain}}.h5ad", domain=DOMAINS),
+    output:
+        translated=[
+            f"{RESULTS}/translated/{{method}}/seed{{seed}}/{s}_to_{t}.h5ad"
+            for s, t in ALL_PAIRS
+        ],
+        galleries=[
+            report(
+                f"{RESULTS}/plots/translate/{{method}}/seed{{seed}}/{s}_to_{t}.png",
+                caption="../report/gallery.rst",
+                category="3. Translation",
+                subcategory="{method}",
+                labels={"method": "{method}", "seed": "{seed}", "pair": f"{s} to {t}"},
+            )
+            for s, t in IMAGE_PAIRS
+        ],
+    log:
+        f"{LOGS}/translate/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/translate/{{method}}/seed{{seed}}.tsv"
+    conda:
+        "../../envs/training.yaml"
+    script:
+        "../scripts/translate.py"

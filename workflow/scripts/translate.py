@@ -1,0 +1,21 @@
+"""Rule translate: every domain into every domain, plus galleries for image targets."""
+
+from pathlib import Path
+
+from cellbridge import stages
+from cellbridge._logging import log_to_file
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to_file(sm.log[0]):
+    cfg = sm.config
+    domains = list(cfg["domains"])
+    pairs = [(s, t) for s in domains for t in domains]
+    stages.translate(
+        cfg,
+        sm.wildcards.method,
+        int(sm.wildcards.seed),
+        model_path=Path(sm.input.model).parent,
+        prepared=dict(zip(domains, sm.input.prepared, strict=True)),
+        outputs=dict(zip(pairs, sm.output.translated, strict=True)),
+        galleries=dict(zip(stages.image_pairs(cfg), sm.output.galleries, strict=True)),
+    )
