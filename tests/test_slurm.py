@@ -1,7 +1,7 @@
 """End to end on a real SLURM cluster: the tiny demo through `--profile profiles/slurm`.
 
 Needs a running cluster (a single node is enough: `sudo scripts/slurm/start_cluster.sh`
-starts one, see docs/slurm.md). Without one the tests skip, unless CELLBRIDGE_SLURM=1
+starts one, see config/README.md). Without one the tests skip, unless CELLBRIDGE_SLURM=1
 is set: then a missing cluster is a failure, so CI cannot skip them silently.
 
 The same configuration also runs locally (`--cores 2`); the prepared AnnData of both runs

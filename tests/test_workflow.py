@@ -27,6 +27,9 @@ TINY = {
         "atac": {"min_cells_after_qc": 20},
         "image": {"crop_size": 32},
     },
+    # small and fast: one method plus the 'none' baseline, a few epochs
+    "alignment": {"methods": ["mmd"], "labels": {"use": True}, "warmup_epochs": 1, "ramp_epochs": 1},
+    "training": {"max_epochs": 3, "checkpoint_every": 1, "batch_size": 64},
 }
 
 
@@ -67,6 +70,36 @@ def test_workflow_prepares_every_domain(tiny_run):
     assert img.obs["cell_type"].notna().mean() > 0.9  # annotations joined by position
     rna = ad.read_h5ad(res / "prepared" / "rna.h5ad")
     assert "counts" in rna.layers and rna.n_vars == 100
+
+
+@pytest.mark.slow
+def test_workflow_trains_translates_and_evaluates(tiny_run):
+    import json
+
+    import pandas as pd
+
+    res = tiny_run / "results" / "tiny"
+    domains = list(TINY["domains"])
+    for method in ("mmd", "none"):
+        model = res / "models" / method / "seed0"
+        assert (model / "model.pt").exists() and (model / "loss_curve.png").exists()
+        history = pd.read_csv(model / "history.tsv", sep="\t")
+        assert len(history) == 3
+        for d in domains:
+            lat = ad.read_h5ad(model / f"{d}.h5ad")
+            assert lat.obsm["X_cellbridge"].shape[1] == 16
+            for t in domains:
+                tr = ad.read_h5ad(res / "translated" / method / "seed0" / f"{d}_to_{t}.h5ad")
+                assert tr.n_obs == lat.n_obs and (tr.obs_names == lat.obs_names).all()
+                if t == "image":
+                    assert tr.obsm["image"].shape[1:] == (32, 32) and tr.n_vars > 10
+        metrics = json.loads((res / "metrics" / method / "seed0.json").read_text())
+        assert 0 <= metrics["metrics"]["foscttm_image_rna"] <= 1
+        assert metrics["held_out"]["rna"]["split"]
+    table = pd.read_csv(res / "comparison.tsv", sep="\t")
+    assert set(table["method"]) == {"mmd", "none", "trivial"}
+    assert (res / "plots" / "evaluate" / "mmd" / "seed0" / "latent_umap.png").stat().st_size > 0
+    assert (res / "checkpoints" / "mmd" / "seed0" / "checkpoint.pt").exists()
 
 
 @pytest.mark.slow

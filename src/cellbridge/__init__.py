@@ -14,6 +14,15 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
 from ._io import InputError
-from .model import CrossModalModel
 
 __all__ = ["CrossModalModel", "InputError", "__version__"]
+
+
+def __getattr__(name: str):
+    # Imported on first use: torch takes seconds to import, and preprocessing, the
+    # simulator and the CLI's config validation do not need it.
+    if name == "CrossModalModel":
+        from .model import CrossModalModel
+
+        return CrossModalModel
+    raise AttributeError(f"module 'cellbridge' has no attribute {name!r}")

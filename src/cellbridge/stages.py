@@ -537,3 +537,65 @@ def compare(
         headline = [c for c in per_seed.columns if c.split("_")[0] in {"foscttm", "partner5", "transfer", "pearson", "ssim", "morph", "domain"}]
         plot_comparison(per_seed, path=figure, metrics=headline[:12] or None, title=f"run '{config['run']}'")
     return per_seed
+
+
+# --------------------------------------------------------------------------- new data
+def translate_query(
+    model_path: PathLike, source: str, target: str, query: PathLike, output: PathLike
+):
+    """Reference -> query: translate newly prepared ``source`` cells with a saved model.
+
+    ``query`` is a prepared AnnData of the source domain (same preprocessing as the
+    reference); features are matched by name and a mismatch names the missing and extra
+    features. Nothing is retrained.
+    """
+    import anndata as ad
+
+    from ._io import require_path
+    from .model import CrossModalModel
+
+    adata = ad.read_h5ad(require_path(query, "query AnnData"))
+    model = CrossModalModel.load(require_path(model_path, "model folder"), {source: adata})
+    out = model.translate(source, target, adata)
+    write_h5ad(out, output)
+    logger.info("translated %d %s cells into %s -> %s", adata.n_obs, source, target, output)
+    return out
+
+
+def generate_cells(
+    model_path: PathLike,
+    out_dir: PathLike,
+    *,
+    n: int,
+    around: PathLike | None = None,
+    domain: str | None = None,
+    groupby: str | None = None,
+    group: str | None = None,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Sample ``n`` latent points (prior, or around a group's cells) and decode them into
+    every domain; writes ``{domain}.h5ad`` per domain into ``out_dir``."""
+    import anndata as ad
+
+    from ._io import require_path
+    from .generate import generate, sample_latent
+    from .model import CrossModalModel
+
+    model = CrossModalModel.load(require_path(model_path, "model folder"))
+    z_around = None
+    if around is not None:
+        if domain is None:
+            raise InputError(around, "--domain is needed to encode the cells to sample around")
+        cells = ad.read_h5ad(require_path(around, "cells to sample around"))
+        if groupby is not None:
+            if groupby not in cells.obs:
+                raise InputError(around, f"obs has no column {groupby!r}")
+            cells = cells[cells.obs[groupby].astype(str) == str(group)]
+            if cells.n_obs < 2:
+                raise InputError(around, f"fewer than 2 cells with {groupby} == {group!r}")
+        z_around = model.get_latent(domain, cells)
+    z = sample_latent(model, n, around=z_around, seed=seed)
+    paths = {}
+    for d, adata in generate(model, z).items():
+        paths[d] = write_h5ad(adata, Path(out_dir) / f"{d}.h5ad")
+    return paths
