@@ -103,6 +103,15 @@ def test_workflow_trains_translates_and_evaluates(tiny_run):
 
 
 @pytest.mark.slow
+def test_report_after_a_run(tiny_run):
+    proc = run_snakemake(tiny_run, tiny_run / "tiny.yaml", "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    for category in ("0. Comparison", "1. Preprocessing", "2. Training", "3. Translation", "4. Evaluation"):
+        assert category in html
+
+
+@pytest.mark.slow
 def test_rerun_has_nothing_to_do(tiny_run):
     proc = run_snakemake(tiny_run, tiny_run / "tiny.yaml", "-n")
     assert proc.returncode == 0

@@ -874,7 +874,9 @@ def plot_comparison(
         references = []
     palette = {m: to_hex(colormaps["tab10"](i % 10)) for i, m in enumerate(methods)}
     ref_style = {"none": ("--", "#555555", "none (no alignment)"), "trivial": (":", "black", "trivial (training mean)")}
-    n_seeds = table[seed_col].nunique() if seed_col in table.columns else 1
+    # the trivial predictor has no seed of its own: count the trained models' seeds only
+    trained = table[table[method_col].astype(str) != "trivial"]
+    n_seeds = trained[seed_col].nunique() if seed_col in table.columns else 1
 
     n_panels = len(metrics)
     n_cols = min(n_panels, 4)
