@@ -1,17 +1,11 @@
 # Config validation and path helpers shared by every rule.
-import os
 import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
-# Make the package importable by every job, also inside per-stage conda envs that
-# carry the dependencies but not cellbridge itself.
-_SRC = str(Path(workflow.basedir) / "src")
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
-)
-sys.path.insert(0, _SRC)
+# The workflow's helpers use the package; jobs find it via workflow/scripts/_bootstrap.py.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellbridge import stages  # noqa: E402
 from cellbridge.config import check_config  # noqa: E402
@@ -81,5 +75,9 @@ def all_outputs():
     out = [str(stages.prepared_path(config, d)) for d in DOMAINS]
     out += [f"{RESULTS}/plots/prepare/{d}.png" for d in DOMAINS]
     out += [f"{RESULTS}/comparison.tsv", f"{RESULTS}/plots/comparison.png"]
-    out += [f"{RESULTS}/plots/evaluate/{m}/seed{s}/latent_umap.png" for m in METHODS for s in SEEDS]
+    out += [
+        f"{RESULTS}/plots/evaluate/{m}/seed{s}/latent_umap.png"
+        for m in METHODS
+        for s in SEEDS
+    ]
     return out

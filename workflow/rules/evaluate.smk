@@ -18,7 +18,11 @@ rule evaluate:
                 caption="../report/scatter.rst",
                 category="4. Evaluation",
                 subcategory="{method}",
-                labels={"method": "{method}", "seed": "{seed}", "figure": f"{s} to {t}"},
+                labels={
+                    "method": "{method}",
+                    "seed": "{seed}",
+                    "figure": f"{s} to {t}",
+                },
             )
             for s, t in SCATTER_PAIRS
         ],

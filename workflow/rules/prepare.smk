@@ -12,11 +12,11 @@ rule prepare:
             category="1. Preprocessing",
             subcategory="{domain}",
         ),
-    params:
-        source=lambda wc: str(stages.domain_input(config, wc.domain)),
     log:
         f"{LOGS}/prepare/{{domain}}.log",
     conda:
         "../../envs/preprocessing.yaml"
+    params:
+        source=lambda wc: str(stages.domain_input(config, wc.domain)),
     script:
         "../scripts/prepare.py"

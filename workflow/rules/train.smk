@@ -19,17 +19,17 @@ rule train:
             subcategory="{method}",
             labels={"method": "{method}", "seed": "{seed}", "figure": "loss curves"},
         ),
-    params:
-        # outside the declared outputs: Snakemake never deletes them, so a rerun resumes
-        checkpoints=lambda wc: str(stages.checkpoint_dir(config, wc.method, wc.seed)),
-    threads: config["training"]["threads"]
-    resources:
-        gpu=1 if config["training"]["device"].startswith("cuda") else 0,
     log:
         f"{LOGS}/train/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{method}}/seed{{seed}}.tsv"
     conda:
         "../../envs/training.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        gpu=1 if config["training"]["device"].startswith("cuda") else 0,
+    params:
+        # outside the declared outputs: Snakemake never deletes them, so a rerun resumes
+        checkpoints=lambda wc: str(stages.checkpoint_dir(config, wc.method, wc.seed)),
     script:
         "../scripts/train.py"

@@ -1,5 +1,6 @@
 """Rule compare: all methods and seeds in one table and one figure."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from cellbridge import stages
 from cellbridge._logging import log_to_file
 

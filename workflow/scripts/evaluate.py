@@ -1,5 +1,6 @@
 """Rule evaluate: metrics of one model on held-out cells, joint-latent UMAP, scatter plots."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from pathlib import Path
 
 from cellbridge import stages

@@ -1,5 +1,6 @@
 """Rule import_scicar: the sci-CAR A549 co-assay as per-domain AnnData + truth table."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from pathlib import Path
 
 from cellbridge import stages

@@ -1,5 +1,6 @@
 """Rule plot_latents: UMAP of the joint latent of every model (one process for all)."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from cellbridge import stages
 from cellbridge._logging import log_to_file
 

@@ -1,5 +1,6 @@
 """Rule prepare: one domain's raw input -> prepared AnnData + QC plot."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from cellbridge import stages
 from cellbridge._logging import log_to_file
 

@@ -1,5 +1,6 @@
 """Rule simulate: the paired demo data set, written as unpaired domains + truth."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from pathlib import Path
 
 from cellbridge import stages

@@ -1,5 +1,6 @@
 """Rule train: one model per alignment method and seed; resumes from its checkpoint."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from pathlib import Path
 
 from cellbridge import stages

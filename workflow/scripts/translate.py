@@ -1,5 +1,6 @@
 """Rule translate: every domain into every domain, plus galleries for image targets."""
 
+import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
 from pathlib import Path
 
 from cellbridge import stages
