@@ -3,6 +3,7 @@
 import anndata as ad
 import numpy as np
 import pytest
+from _synthetic import FAST_TRAIN, fast_model, make_domains
 
 from cellbridge import InputError, stages
 from cellbridge.config import validate_config
@@ -46,3 +47,23 @@ def test_image_folder_without_images(tmp_path):
     with pytest.raises(InputError, match="fields"):
         stages.prepare_domain(_config(tmp_path, tmp_path / "x.h5ad"), "image", output=tmp_path / "img.h5ad")
     assert not (tmp_path / "img.h5ad").exists()
+
+
+def test_reference_to_query_translation_with_a_saved_model(tmp_path):
+    """New cells of one domain are translated with a saved model; features matched by name."""
+    doms = make_domains(120, image_size=16, seed=0)
+    model = fast_model({"rna": doms["rna"], "image": doms["image"]}, alignment="mmd", seed=0)
+    model.train(max_epochs=2, **FAST_TRAIN)
+    model.save(tmp_path / "model")
+
+    query = doms["rna"][:30, ::-1].copy()  # new cells, features in another order
+    query.write_h5ad(tmp_path / "query.h5ad")
+    out = stages.translate_query(tmp_path / "model", "rna", "image", tmp_path / "query.h5ad", tmp_path / "out.h5ad")
+    assert out.n_obs == 30 and out.obsm["image"].shape == (30, 16, 16)
+    assert ad.read_h5ad(tmp_path / "out.h5ad").n_obs == 30
+
+    bad = doms["rna"][:30, 1:].copy()  # one feature missing
+    bad.write_h5ad(tmp_path / "bad.h5ad")
+    with pytest.raises(InputError, match=str(doms["rna"].var_names[0])):
+        stages.translate_query(tmp_path / "model", "rna", "image", tmp_path / "bad.h5ad", tmp_path / "bad_out.h5ad")
+    assert not (tmp_path / "bad_out.h5ad").exists()
