@@ -12,7 +12,8 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
-from scipy import sparse
+
+from .state import profiles_anndata
 
 __all__ = ["peak_programs", "peak_open_probability", "simulate_atac"]
 
@@ -158,24 +159,9 @@ def simulate_atac(
     capture = np.minimum(depth[:, None] * peak_open_probability(states, peaks), _MAX_CAPTURE)
     counts = rng.binomial(2, capture)
 
-    obs = pd.DataFrame(
-        {"cell_type": states["cell_type"].to_numpy(), "split": states["split"].to_numpy()},
-        index=pd.Index("atac_" + states.index.astype(str), name=None),
-    )
-    type_names = np.asarray(states["cell_type"].cat.categories, dtype=object)
-    peak_type = peaks["type"].to_numpy()
-    var = pd.DataFrame(
-        {
-            "sim_program": pd.Categorical(peaks["program"]),
-            "sim_type": np.where(peak_type >= 0, type_names[np.maximum(peak_type, 0)], ""),
-        },
-        index=peaks.index.rename(None),
-    )
-    adata = ad.AnnData(X=sparse.csr_matrix(counts.astype(np.float32)), obs=obs, var=var)
-    adata.uns["simulation"] = {
+    return profiles_anndata(counts, states, peaks, prefix="atac", simulation={
         "modality": "atac",
         "n_peaks": int(n_peaks),
         "median_depth": float(median_depth),
         "depth_sdlog": float(depth_sdlog),
-    }
-    return adata
+    })

@@ -29,7 +29,8 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
-from scipy import sparse
+
+from .state import profiles_anndata
 
 __all__ = ["MITO_GENES", "gene_programs", "rna_expression_proportions", "simulate_rna"]
 
@@ -272,24 +273,9 @@ def simulate_rna(
     mean = props * _library_sizes(states, median_library_size, library_size_sdlog, rng)[:, None]
     counts = sample_negative_binomial(mean, genes["theta"].to_numpy()[None, :], rng)
 
-    obs = pd.DataFrame(
-        {"cell_type": states["cell_type"].to_numpy(), "split": states["split"].to_numpy()},
-        index=pd.Index("rna_" + states.index.astype(str), name=None),
-    )
-    type_names = np.asarray(states["cell_type"].cat.categories, dtype=object)
-    gene_type = genes["type"].to_numpy()
-    var = pd.DataFrame(
-        {
-            "sim_program": pd.Categorical(genes["program"]),
-            "sim_type": np.where(gene_type >= 0, type_names[np.maximum(gene_type, 0)], ""),
-        },
-        index=genes.index.rename(None),
-    )
-    adata = ad.AnnData(X=sparse.csr_matrix(counts.astype(np.float32)), obs=obs, var=var)
-    adata.uns["simulation"] = {
+    return profiles_anndata(counts, states, genes, prefix="rna", simulation={
         "modality": "rna",
         "n_genes": int(n_genes),
         "median_library_size": float(median_library_size),
         "library_size_sdlog": float(library_size_sdlog),
-    }
-    return adata
+    })

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["default_type_proportions", "simulate_states", "type_names"]
+__all__ = ["default_type_proportions", "profiles_anndata", "simulate_states", "type_names"]
 
 #: Ratio between the proportions of consecutive cell types; 0.75 gives
 #: 0.33/0.25/0.18/0.14/0.10 for five types.
@@ -150,3 +150,33 @@ def simulate_states(
         index=pd.Index(_cell_ids(n_cells), name="cell_id"),
     )
     return states
+
+
+def profiles_anndata(
+    counts: np.ndarray, states: pd.DataFrame, features: pd.DataFrame, *, prefix: str, simulation: dict
+):
+    """Simulated sequencing profiles as AnnData (shared by the RNA and ATAC simulators).
+
+    ``obs``: ``cell_type`` and ``split`` of each cell, named ``<prefix>_<cell id>``;
+    ``var``: the generating ``sim_program`` and ``sim_type`` of each feature (truth, for
+    evaluation only); ``X``: the counts as CSR float32; ``uns["simulation"]``: the parameters.
+    """
+    import anndata as ad
+    from scipy import sparse
+
+    obs = pd.DataFrame(
+        {"cell_type": states["cell_type"].to_numpy(), "split": states["split"].to_numpy()},
+        index=pd.Index(f"{prefix}_" + states.index.astype(str), name=None),
+    )
+    type_names = np.asarray(states["cell_type"].cat.categories, dtype=object)
+    feature_type = features["type"].to_numpy()
+    var = pd.DataFrame(
+        {
+            "sim_program": pd.Categorical(features["program"]),
+            "sim_type": np.where(feature_type >= 0, type_names[np.maximum(feature_type, 0)], ""),
+        },
+        index=features.index.rename(None),
+    )
+    adata = ad.AnnData(X=sparse.csr_matrix(counts.astype(np.float32)), obs=obs, var=var)
+    adata.uns["simulation"] = simulation
+    return adata
