@@ -83,3 +83,13 @@ def test_missing_and_malformed_files(tmp_path):
     lst.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(InputError, match="mapping"):
         load_config(lst)
+
+
+def test_seeds_from_the_command_line_are_integers():
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["seeds"] = ["0", "1"]  # as `snakemake --config seeds=[0,1]` passes them
+    assert validate_config(cfg)["seeds"] == [0, 1]
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["seeds"] = ["one"]
+    with pytest.raises(InputError, match="seeds"):
+        validate_config(cfg)

@@ -80,6 +80,14 @@ def validate_config(config: dict[str, Any], *, source: str | os.PathLike | None 
         problems = "; ".join(format_validation_error(e) for e in errors[:5])
         raise InputError(source or "config", f"invalid configuration: {problems}")
     check_config(config, source=source)
+    return normalize_config(config)
+
+
+def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Canonical types after validation (seeds given on the command line arrive as strings)."""
+    config["seeds"] = [int(s) for s in config["seeds"]]
+    if len(set(config["seeds"])) != len(config["seeds"]):
+        raise InputError("config", f"seeds: duplicate values in {config['seeds']}")
     return config
 
 

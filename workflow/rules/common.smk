@@ -8,10 +8,11 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellbridge import stages  # noqa: E402
-from cellbridge.config import check_config  # noqa: E402
+from cellbridge.config import check_config, normalize_config  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config, source="config")
+normalize_config(config)
 
 RESULTS = str(stages.results_dir(config))
 DOMAINS = list(config["domains"])
