@@ -126,3 +126,14 @@ def test_invalid_config_stops_the_workflow_naming_the_key(tmp_path):
     assert proc.returncode != 0
     assert "n_cells" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("device,gpus", [("cuda", "gpu=1"), ("auto", "gpu=0")])
+def test_training_requests_a_gpu_only_for_cuda(tmp_path, device, gpus):
+    """With device: cuda the train jobs ask the scheduler for a GPU (SLURM: --gpus=1)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(dict(TINY, training={**TINY["training"], "device": device})))
+    proc = run_snakemake(tmp_path, cfg, "-n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_jobs = [block for block in proc.stdout.split("\n\n") if "rule train:" in block]
+    assert train_jobs and all(gpus in block for block in train_jobs)
