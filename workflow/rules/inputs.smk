@@ -17,6 +17,8 @@ rule simulate:
         },
     log:
         f"{LOGS}/simulate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/simulate.tsv"
     conda:
         "../../envs/preprocessing.yaml"
     script:

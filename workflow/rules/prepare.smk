@@ -14,6 +14,8 @@ rule prepare:
         ),
     log:
         f"{LOGS}/prepare/{{domain}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare/{{domain}}.tsv"
     conda:
         "../../envs/preprocessing.yaml"
     params:
