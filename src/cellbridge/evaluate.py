@@ -55,7 +55,7 @@ def held_out_mask(adata: ad.AnnData, split_key: str = "split") -> tuple[np.ndarr
     return np.ones(adata.n_obs, dtype=bool), False
 
 
-def _labels(adata: ad.AnnData, label_key: str | None, ids: np.ndarray | None, truth: pd.DataFrame | None):
+def labels_for(adata: ad.AnnData, label_key: str | None, ids: np.ndarray | None, truth: pd.DataFrame | None):
     """Labels for evaluation: obs[label_key], else the truth table's cell_type by cell id."""
     if label_key and label_key in adata.obs and adata.obs[label_key].notna().any():
         return adata.obs[label_key].astype(object).where(adata.obs[label_key].notna(), None).to_numpy()
@@ -133,7 +133,7 @@ def evaluate_run(
     ids = {d: cell_ids_for(obs[d], truth) for d in domains} if truth is not None else None
     if truth is None:
         s.skip("alignment with known pairs and translation accuracy", "no truth table configured")
-    labels = {d: _labels(latents[d][masks[d]], label_key, ids[d] if ids else None, truth) for d in domains}
+    labels = {d: labels_for(latents[d][masks[d]], label_key, ids[d] if ids else None, truth) for d in domains}
 
     _alignment_scores(s, z, ids, k_values)
     _label_scores(s, z, labels, label_k)

@@ -447,7 +447,7 @@ def plot_latents(
     import anndata as ad
     import numpy as np
 
-    from .evaluate import LATENT_KEY, held_out_mask
+    from .evaluate import LATENT_KEY, held_out_mask, labels_for
     from .plotting import plot_joint_latent
     from .truth import cell_ids_for
 
@@ -459,11 +459,10 @@ def plot_latents(
         for d, a in lat.items():
             held = a[held_out_mask(a)[0]]
             z[d] = np.asarray(held.obsm[LATENT_KEY])
-            if label_key in held.obs and held.obs[label_key].notna().any():
-                labels[d] = held.obs[label_key].astype(object).to_numpy()
-            elif truth is not None and "cell_type" in truth:
-                lookup = truth.drop_duplicates("cell_id").set_index("cell_id")["cell_type"]
-                labels[d] = np.array([lookup.get(i) for i in cell_ids_for(held.obs, truth)], dtype=object)
+            ids = cell_ids_for(held.obs, truth) if truth is not None else None
+            found = labels_for(held, label_key, ids, truth)
+            if found is not None:
+                labels[d] = found
         plot_joint_latent(
             z, labels=labels or None, path=png, method=f"{method} (seed {model_seed}), held-out cells", seed=seed
         )
