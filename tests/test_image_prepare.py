@@ -17,6 +17,7 @@ from cellbridge import InputError
 from cellbridge._io import write_h5ad
 from cellbridge.preprocess.image import (
     annotate_nuclei,
+    canonical_orientation,
     find_image_files,
     find_mask_file,
     match_nuclei,
@@ -235,6 +236,58 @@ def test_fixed_window_keeps_size_and_bbox_window_normalises_it(tmp_path):
     assert ratio == pytest.approx(1, abs=0.25)
     native = fixed.obsm["morphology_native"]
     assert native.loc[large, "area"] == pytest.approx(np.pi * 100, rel=0.15)
+
+
+def ellipse_patch(angle_deg: float, size: int = 41) -> np.ndarray:
+    """A 2:1 ellipse at ``angle_deg``, brighter at one end of its major axis."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    t = np.radians(angle_deg)
+    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
+    inside = (u / 12) ** 2 + (v / 6) ** 2 <= 1
+    return np.where(inside, 1.0 + 0.5 * (u > 4), 0.0).astype(np.float32)
+
+
+def second_moments(patch):
+    rows, cols = np.nonzero(patch > 0.5)
+    y, x = rows - rows.mean(), cols - cols.mean()
+    return (x * x).mean(), (y * y).mean(), (x * y).mean()
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 75.0, 120.0, -40.0, 180.0])
+def test_canonical_orientation_aligns_major_axis_and_bright_end(angle):
+    out = canonical_orientation(ellipse_patch(angle))
+    var_x, var_y, cov = second_moments(out)
+    assert var_x > 3 * var_y  # major axis horizontal
+    assert abs(cov) < 0.05 * var_x
+    centre = (out.shape[1] - 1) / 2
+    bright_x = np.nonzero(out > 1.2)[1].mean()
+    assert bright_x < centre  # the brighter end always lands on the same (left) side
+    assert out.sum() == pytest.approx(ellipse_patch(angle).sum(), rel=0.08)  # nothing cut off
+
+
+def test_orientation_align_removes_angle_from_crops(tmp_path):
+    # The same elongated nucleus at two angles: aligned crops agree, kept crops do not.
+    size = 96
+    labels = np.zeros((size, size), dtype=np.int32)
+    img = np.full((size, size), 100.0)
+    for k, (cy, cx, angle) in enumerate([(28, 28, 20.0), (68, 66, 110.0)], start=1):
+        patch = ellipse_patch(angle)
+        sl = (slice(cy - 20, cy + 21), slice(cx - 20, cx + 21))
+        labels[sl][patch > 0] = k
+        img[sl] += 600 * patch
+    tifffile.imwrite(tmp_path / "f.tif", img.astype(np.uint16))
+    tifffile.imwrite(tmp_path / "f_mask.tif", labels)
+    aligned = prepare_image(tmp_path / "f.tif", window="fixed", window_size=44, crop_size=44)
+    kept = prepare_image(tmp_path / "f.tif", window="fixed", window_size=44, crop_size=44, orientation="keep")
+    assert aligned.uns["cellbridge"]["params"]["orientation"] == "align"
+
+    def crop_difference(adata):
+        a, b = adata.obsm["image"]
+        return np.abs(a - b).sum() / np.abs(a).sum()
+
+    assert crop_difference(aligned) < 0.35 * crop_difference(kept)
+    with pytest.raises(ValueError, match="orientation"):
+        prepare_image(tmp_path / "f.tif", orientation="random")
 
 
 def test_dataset_normalisation_keeps_relative_brightness(tmp_path):
