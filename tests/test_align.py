@@ -232,6 +232,17 @@ def test_anchor_loss():
     assert float(anchor_loss(3 * x, 3 * (x + 0.1 * y))) == pytest.approx(float(anchor_loss(x, x + 0.1 * y)), rel=1e-4)
 
 
+def test_anchor_loss_gradient_does_not_shrink_the_latent():
+    # Scale invariance of the value is not enough: the gradient must have no component
+    # along z itself (shrinking everything), or training collapses the latent.
+    za = _batch(0).clone().requires_grad_(True)
+    zb = (_batch(0) + 0.5 * _batch(1)).clone().requires_grad_(True)
+    anchor_loss(za, zb).backward()
+    radial = float((za.grad * za).sum() + (zb.grad * zb).sum())
+    assert radial == pytest.approx(0.0, abs=1e-5)
+    assert float(za.grad.norm()) > 1e-3  # but partners are still pulled together
+
+
 def test_label_conditioned_ot_matches_within_labels():
     """label_cost penalises cross-label transport: a label-swapped mixture costs more, unlabelled cells are unaffected."""
     torch.manual_seed(0)

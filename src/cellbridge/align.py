@@ -560,10 +560,12 @@ class LabelClassifier(nn.Module):
 def anchor_loss(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
     """Squared latent distance between anchor partners, relative to non-partners.
 
-    ``mean_i |z_a[i] - z_b[i]|^2 / mean_{i,j} |z_a[i] - z_b[j]|^2`` with the
-    denominator detached: the ratio cannot be lowered by shrinking the latent
-    space, only by bringing partners closer than random pairs.
+    ``mean_i |z_a[i] - z_b[i]|^2 / mean_{i,j} |z_a[i] - z_b[j]|^2``: the ratio cannot
+    be lowered by shrinking the latent space, only by bringing partners closer than
+    random pairs. The denominator keeps its gradient on purpose: detached, the
+    gradient of the ratio pulls every cell towards every other, and on weak data
+    (sci-CAR) the latent collapsed to a point and the autoencoders to the mean.
     """
     partner = ((z_a - z_b) ** 2).sum(1).mean()
-    typical = squared_distances(z_a, z_b).detach().mean().clamp_min(1e-12)
+    typical = squared_distances(z_a, z_b).mean().clamp_min(1e-12)
     return partner / typical
