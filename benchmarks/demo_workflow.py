@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cellbridge-demo-"))
+    if (work / "results").exists():
+        # snakemake would find the old outputs up to date and time nothing
+        sys.exit(f"{work} already holds results/; give an empty or new folder to --keep")
     work.mkdir(parents=True, exist_ok=True)
     base = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
             "--configfile", str(ROOT / "config" / "config.yaml")]
