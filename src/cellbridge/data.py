@@ -68,9 +68,20 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+#: entries handled at once by the whole-matrix checks and statistics below, so their
+#: temporaries stay small (a few tens of MB) however many cells a domain has
+_BLOCK_ENTRIES = 1 << 22
+
+
+def _block_rows(row_size: int) -> int:
+    """Rows per block so that a block holds about :data:`_BLOCK_ENTRIES` entries."""
+    return max(1, _BLOCK_ENTRIES // max(1, row_size))
+
+
 def _is_finite(mat: Any) -> bool:
-    data = mat.data if sp.issparse(mat) else np.asarray(mat)
-    return bool(np.isfinite(data).all())
+    data = mat.data if sp.issparse(mat) else np.asarray(mat).reshape(-1)
+    # blockwise: np.isfinite of a whole million-cell matrix is a temporary of a quarter of its size
+    return all(bool(np.isfinite(data[i : i + _BLOCK_ENTRIES]).all()) for i in range(0, data.size, _BLOCK_ENTRIES))
 
 
 def _check_matrix(name: str, adata: Any, mat: Any, what: str, *, nonnegative: bool = False) -> None:
@@ -99,7 +110,7 @@ def image_size_of(adata: Any, name: str) -> int:
         n_stages_for(img.shape[1])
     except ValueError as err:
         raise domain_error(name, adata, f'obsm["image"]: {err} (set the crop size of the image preprocessing)') from None
-    if not np.isfinite(np.asarray(img)).all():
+    if not _is_finite(img):
         raise domain_error(name, adata, 'obsm["image"] contains NaN or infinite values')
     return int(img.shape[1])
 
@@ -201,26 +212,72 @@ def estimate_x_scale(x: Any) -> float:
     if sp.issparse(x):
         if x.nnz and x.data.min() < 0:
             return float("nan")
-        totals = np.asarray(x.expm1().sum(1)).ravel()
     else:
-        arr = np.asarray(x)
-        if arr.size and arr.min() < 0:
+        x = np.asarray(x)
+        if x.size and x.min() < 0:
             return float("nan")
-        totals = np.expm1(arr.astype(np.float64)).sum(1)
+    # row blocks: expm1 of the whole matrix would copy it (values and, for CSR, indices)
+    step = _block_rows(x.shape[1])
+    totals = np.concatenate([_row_totals_expm1(x[i : i + step]) for i in range(0, x.shape[0], step)] or [np.zeros(0)])
     totals = totals[totals > 0]
     return float(np.median(totals)) if totals.size else float("nan")
 
 
-def mean_feature_variance(mat: Any) -> float:
-    """Mean over features (or pixels) of the per-feature variance across cells."""
-    if sp.issparse(mat):
-        mean = np.asarray(mat.mean(0)).ravel()
-        mean_sq = np.asarray(mat.multiply(mat).mean(0)).ravel()
-        var = mean_sq - mean**2
-    else:
-        arr = np.asarray(mat, dtype=np.float64).reshape(mat.shape[0], -1)
-        var = arr.var(0)
-    value = float(np.mean(var)) if var.size else 0.0
+def _row_totals_expm1(block: Any) -> np.ndarray:
+    """Per-row sums of ``expm1`` of a block of rows."""
+    if sp.issparse(block):
+        return np.asarray(block.expm1().sum(1)).ravel()
+    return np.expm1(block.astype(np.float64)).sum(1)
+
+
+def _sparse_feature_variances(mat: sp.spmatrix, blocks: list) -> np.ndarray:
+    """Per-feature variance as E[x^2] - E[x]^2, accumulated over row blocks in float64."""
+    total, total_sq, count = np.zeros(mat.shape[1]), np.zeros(mat.shape[1]), 0
+    for pick in blocks:
+        part = sp.csr_matrix(mat[pick], dtype=np.float64)
+        total += np.asarray(part.sum(0)).ravel()
+        total_sq += np.asarray(part.multiply(part).sum(0)).ravel()
+        count += part.shape[0]
+    mean = total / count
+    return total_sq / count - mean**2
+
+
+def _dense_feature_variances(mat: Any, blocks: list) -> np.ndarray:
+    """Per-feature (per-pixel) variance, merging row blocks with Chan et al.'s pairwise update."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for pick in blocks:
+        part = np.asarray(mat[pick], dtype=np.float64)
+        part = part.reshape(part.shape[0], -1)
+        n, part_mean = part.shape[0], part.mean(0)
+        delta = part_mean - mean
+        mean = mean + delta * (n / (count + n))
+        m2 = m2 + ((part - part_mean) ** 2).sum(0) + delta**2 * (count * n / (count + n))
+        count += n
+    return m2 / count
+
+
+def mean_feature_variance(mat: Any, rows: np.ndarray | None = None) -> float:
+    """Mean over features (or pixels) of the per-feature variance across cells.
+
+    Parameters
+    ----------
+    mat
+        ``(n_cells, ...)`` dense array or sparse matrix.
+    rows
+        Cells to use (default: all). Passing them here rather than ``mat[rows]`` avoids a
+        copy of the selected rows of the whole matrix.
+
+    The statistics are accumulated over blocks of rows in float64, so no temporary of
+    the size of the matrix is made.
+    """
+    n_rows = mat.shape[0] if rows is None else len(rows)
+    if n_rows == 0:
+        return 1.0
+    step = _block_rows(int(np.prod(mat.shape[1:])))
+    starts = range(0, n_rows, step)
+    blocks = [slice(i, i + step) for i in starts] if rows is None else [rows[i : i + step] for i in starts]
+    var = _sparse_feature_variances(mat, blocks) if sp.issparse(mat) else _dense_feature_variances(mat, blocks)
+    value = float(np.mean(var)) if np.size(var) else 0.0
     return value if value > 0 else 1.0
 
 

@@ -214,7 +214,7 @@ class CrossModalModel:
             ae = self.module.autoencoders[name]
             if cfg["likelihood"] in ("gaussian", "mse"):
                 target = data.targets[type(ae.likelihood).target]
-                cfg["variance"] = mean_feature_variance(target[data.training_cells()])
+                cfg["variance"] = mean_feature_variance(target, rows=data.training_cells())
                 ae.likelihood.variance = cfg["variance"]
             if cfg["likelihood"] != "nb":
                 continue
