@@ -1,0 +1,467 @@
+"""Run one published peer method on unpaired RNA + ATAC inputs and save its joint embedding.
+
+Runs with either virtualenv: the main ``.venv`` (``scot_default``, ``scot_tuned``: our own
+SCOT implementation in ``benchmarks/_scot.py``, numpy/scipy/sklearn/POT only) or the peers
+venv ``benchmarks/.venv-peers`` built from ``benchmarks/requirements-peers.txt`` (all four
+methods, including the PyPI packages ``uniport`` and ``scotplus``).
+
+Three modes
+-----------
+Run a method (exit status 0 even when the method fails; the failure is recorded)::
+
+    python benchmarks/peers_run.py --method {scot_default,scot_tuned,uniport,scotplus} \
+        --inputs inputs.npz --out result.npz [--threads 1] [--seed 0] \
+        [--ks 20,60,100] [--epsilons 0.01,0.005,0.001] [--time-budget 1800] \
+        [--k 50] [--epsilon 0.001] [--max-iter 1000] [--uniport-iterations 30000]
+
+Build the inputs from the sci-CAR A549 folder (main venv: numpy, scipy, sklearn, pandas, cellbridge)::
+
+    python benchmarks/peers_run.py --make-inputs ../shared/data/scicar_a549 --inputs inputs.npz [--seed 0]
+
+Score a result against the truth pairing and labels (main venv; uses ``cellbridge.metrics``)::
+
+    python benchmarks/peers_run.py --score result.npz --inputs inputs.npz
+
+``inputs.npz`` (all arrays; no pickled objects)
+-----------------------------------------------
+``rna_pca``        float64 ``(n_rna, 30)``  RNA: library-size normalised, log1p, PCA 30.
+``atac_svd``       float64 ``(n_atac, 30)`` ATAC: binarised, TF-IDF, TruncatedSVD 31 minus component 1.
+``rna_counts_data``, ``rna_counts_indices``, ``rna_counts_indptr``, ``rna_counts_shape``
+                   raw RNA counts, cells x genes, as the components of a
+                   ``scipy.sparse.csr_matrix`` (data int32, indices int32, indptr int64,
+                   shape int64 ``[n_rna, n_genes]``). A dense 2-D ``rna_counts`` array is
+                   accepted instead.
+``atac_counts_*``  the same for ATAC (cells x peaks).
+``cell_ids_rna``, ``cell_ids_atac``  unicode ``(n,)``: the cell id of each row. The two
+                   domains are shuffled independently, so rows are *not* paired; the ids
+                   give the truth pairing to the scorer only. No method reads them.
+``labels_rna``, ``labels_atac``  optional unicode ``(n,)`` (treatment time); only the
+                   scorer reads them.
+
+``result.npz``
+--------------
+``z_rna``   float64 ``(n_rna, d)``, rows in the order of ``inputs.npz``'s RNA rows;
+``z_atac``  float64 ``(n_atac, d)``, same ``d``, one common space with ``z_rna``;
+``info``    0-d unicode: a JSON object with ``method``, ``wall_s`` (the method only,
+            excluding reading inputs), ``peak_rss_mb`` (``resource.getrusage`` max RSS of this
+            process), ``hyperparameters``, ``package``/``package_version``, ``threads``,
+            ``space`` (what the common space is), ``error`` (``null`` on success);
+``error``   0-d unicode, empty on success, else ``"ExceptionType: message"`` (and then
+            ``z_rna``/``z_atac`` are absent).
+Read with ``r = np.load(out); info = json.loads(str(r["info"])); err = str(r["error"])``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+METHODS = ("scot_default", "scot_tuned", "uniport", "scotplus")
+N_COMPONENTS = 30
+# self-tuning grid used by default on real data: a subset of SCOT's own grid
+# (k = linspace(20, 100, 5), epsilon = logspace(-1, -3, 12)) that fits a time budget
+DEFAULT_TUNE_KS = (20, 60, 100)
+DEFAULT_TUNE_EPSILONS = (1e-2, 5e-3, 2e-3, 1e-3)
+DEFAULT_TIME_BUDGET_S = 1800.0
+
+
+# ----------------------------------------------------------------------------- threads
+def _limit_threads(n: int) -> None:
+    """Cap BLAS/OpenMP threads; must run before numpy/torch are imported."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+# ----------------------------------------------------------------------------- npz helpers
+def save_csr(store: dict[str, Any], name: str, matrix: Any) -> None:
+    """Put a sparse matrix into ``store`` as ``{name}_data/_indices/_indptr/_shape``."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix(matrix)
+    store[f"{name}_data"] = m.data.astype(np.int32)
+    store[f"{name}_indices"] = m.indices.astype(np.int32)
+    store[f"{name}_indptr"] = m.indptr.astype(np.int64)
+    store[f"{name}_shape"] = np.asarray(m.shape, dtype=np.int64)
+
+
+def load_counts(inputs: Any, name: str) -> Any:
+    """``rna_counts``/``atac_counts`` from the loaded inputs: CSR components or a dense array."""
+    import scipy.sparse as sp
+
+    if name in inputs:
+        return sp.csr_matrix(inputs[name])
+    return sp.csr_matrix(
+        (inputs[f"{name}_data"], inputs[f"{name}_indices"], inputs[f"{name}_indptr"]),
+        shape=tuple(int(v) for v in inputs[f"{name}_shape"]),
+    )
+
+
+# ----------------------------------------------------------------------------- inputs
+def preprocess_rna(counts: Any, n_components: int = N_COMPONENTS, seed: int = 0) -> Any:
+    """Library-size normalise (to the median total), log1p, PCA ``n_components``."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.decomposition import PCA
+
+    x = sp.csr_matrix(counts, dtype=np.float64)
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    target = float(np.median(totals[totals > 0]))
+    scale = np.where(totals > 0, target / np.maximum(totals, 1e-12), 0.0)
+    x = sp.diags(scale) @ x
+    x.data = np.log1p(x.data)
+    return PCA(n_components=n_components, random_state=seed).fit_transform(x.toarray())
+
+
+def preprocess_atac(counts: Any, n_components: int = N_COMPONENTS, seed: int = 0) -> Any:
+    """Binarise, TF-IDF (term frequency x log(1 + n_cells / peak count)), SVD, drop comp. 1."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.decomposition import TruncatedSVD
+
+    x = sp.csr_matrix(counts, dtype=np.float64)
+    x.data[:] = 1.0
+    per_cell = np.asarray(x.sum(axis=1)).ravel()
+    per_peak = np.asarray(x.sum(axis=0)).ravel()
+    tf = sp.diags(1.0 / np.maximum(per_cell, 1.0)) @ x
+    idf = np.log1p(x.shape[0] / np.maximum(per_peak, 1.0))
+    tfidf = tf @ sp.diags(idf)
+    svd = TruncatedSVD(n_components=n_components + 1, random_state=seed).fit_transform(tfidf)
+    return svd[:, 1:]
+
+
+def make_inputs(data_dir: Path, out: Path, *, seed: int = 0) -> dict[str, Any]:
+    """Write ``inputs.npz`` from the sci-CAR A549 folder, each domain shuffled on its own."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rna = sp.load_npz(data_dir / "diff_expr_shared_cells.npz").T.tocsr()  # cells x genes
+    atac = sp.load_npz(data_dir / "diff_atac_shared_cells.npz").T.tocsr()  # cells x peaks
+    from cellbridge.preprocess.scicar import read_cell_list  # restricted unpickler
+
+    cells = np.asarray([str(c) for c in read_cell_list(data_dir / "shared_cells.pkl")])
+    if not (rna.shape[0] == atac.shape[0] == cells.size):
+        raise ValueError(f"cell counts differ: rna {rna.shape}, atac {atac.shape}, ids {cells.size}")
+    meta = pd.read_csv(data_dir / "GSM3271040_RNA_sciCAR_A549_cell.txt")
+    hours = meta.set_index("sample")["treatment_time"].reindex(cells)
+    labels = np.asarray([f"{int(h)}h" if pd.notna(h) else "NA" for h in hours])
+
+    rna_pca = preprocess_rna(rna, seed=seed)
+    atac_svd = preprocess_atac(atac, seed=seed)
+
+    rng = np.random.default_rng(seed)
+    p_rna, p_atac = rng.permutation(cells.size), rng.permutation(cells.size)
+    store: dict[str, Any] = {
+        "rna_pca": rna_pca[p_rna],
+        "atac_svd": atac_svd[p_atac],
+        "cell_ids_rna": cells[p_rna].astype(str),
+        "cell_ids_atac": cells[p_atac].astype(str),
+        "labels_rna": labels[p_rna].astype(str),
+        "labels_atac": labels[p_atac].astype(str),
+    }
+    save_csr(store, "rna_counts", rna[p_rna])
+    save_csr(store, "atac_counts", atac[p_atac])
+    np.savez_compressed(out, **store)
+    return {"n_cells": int(cells.size), "n_genes": int(rna.shape[1]), "n_peaks": int(atac.shape[1])}
+
+
+# ----------------------------------------------------------------------------- methods
+def run_scot_default(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """SCOT with the authors' defaults: k = min(0.2 n, 50), epsilon = 1e-3; ATAC onto RNA."""
+    import _scot
+
+    x, y = inp["rna_pca"], inp["atac_svd"]
+    k = args.k if args.k is not None else _scot.default_k(x.shape[0], y.shape[0])
+    eps = args.epsilon if args.epsilon is not None else _scot.DEFAULT_EPSILON
+    z_rna, z_atac = _scot.scot_align(x, y, k=k, epsilon=eps, max_iter=args.max_iter)
+    return z_rna, z_atac, {"hyperparameters": {"k": int(k), "epsilon": float(eps), "max_iter": args.max_iter}}
+
+
+def run_scot_tuned(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """SCOT's unsupervised self-tuning (lowest GW distance) over a time-bounded grid."""
+    import _scot
+
+    res = _scot.scot_self_tune(
+        inp["rna_pca"], inp["atac_svd"], ks=args.ks, epsilons=args.epsilons, time_budget_s=args.time_budget,
+        max_iter=args.max_iter,
+    )
+    extra = {
+        "hyperparameters": {"k": int(res.k), "epsilon": float(res.epsilon), "max_iter": args.max_iter},
+        "gw_dist": res.gw_dist,
+        "grid": {"ks": list(args.ks), "epsilons": list(args.epsilons), "time_budget_s": args.time_budget},
+        "trials": res.trials,
+        "skipped": res.skipped,
+    }
+    return res.x_aligned, res.y_aligned, extra
+
+
+def run_uniport(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """uniPort diagonal integration (``mode='d'``), preprocessing as its diagonal tutorial.
+
+    uniPort's "Diagonal integration" example (docs/source/examples/diagonal_PBMC.ipynb,
+    scATAC peaks + scRNA counts, no prior) prescribes:
+      ATAC: ``X[X > 1] = 1``; ``sc.pp.normalize_total``; ``up.TFIDF_LSI`` (50 comps, the
+            first dropped -> 49); ``MinMaxScaler`` on ``obsm['X_lsi']``;
+      RNA:  ``sc.pp.normalize_total``; ``sc.pp.log1p``; 2000 highly variable genes
+            (``subset=True``); ``up.batch_scale`` (per-source MaxAbs scaling);
+      ``up.Run(adatas=[atac, rna], use_rep=['X_lsi', 'X'], mode='d')`` with defaults
+      (reference = last dataset = RNA, 16-d latent, unbalanced OT reg=0.1, reg_m=1.0).
+    The joint embedding is each dataset's ``obsm['latent']``. It starts from the raw counts,
+    not from ``rna_pca``/``atac_svd``.
+    """
+    import tempfile
+
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scanpy as sc
+    import torch
+    import uniport as up
+    from sklearn.preprocessing import MinMaxScaler
+
+    # float64: with float32 counts the LSI is float32 and MinMaxScaler can return 1.0000001,
+    # which uniPort's BCE reconstruction loss rejects ("target should be between 0 and 1")
+    rna_counts = load_counts(inp, "rna_counts").astype(np.float64)
+    atac_counts = load_counts(inp, "atac_counts").astype(np.float64)
+    n_rna, n_atac = rna_counts.shape[0], atac_counts.shape[0]
+
+    def obs(prefix: str, n: int, domain: int, source: str) -> pd.DataFrame:
+        frame = pd.DataFrame(index=[f"{prefix}{i}" for i in range(n)])
+        frame["domain_id"] = pd.Categorical([domain] * n)
+        frame["source"] = source
+        return frame
+
+    atac = ad.AnnData(atac_counts, obs=obs("atac_", n_atac, 0, "ATAC-peaks"))
+    rna = ad.AnnData(rna_counts, obs=obs("rna_", n_rna, 1, "RNA"))
+
+    atac.X[atac.X > 1] = 1
+    sc.pp.normalize_total(atac)
+    up.TFIDF_LSI(atac)
+    atac.obsm["X_lsi"] = MinMaxScaler().fit_transform(atac.obsm["X_lsi"])
+
+    sc.pp.normalize_total(rna)
+    sc.pp.log1p(rna)
+    n_hvg = min(2000, rna.n_vars)
+    sc.pp.highly_variable_genes(rna, n_top_genes=n_hvg, subset=True)
+    up.batch_scale(rna)
+
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory(prefix="uniport_") as outdir:
+        up.Run(
+            adatas=[atac, rna], use_rep=["X_lsi", "X"], mode="d", outdir=outdir,
+            iteration=args.uniport_iterations, seed=args.seed, verbose=False,
+        )
+    z_atac = np.asarray(atac.obsm["latent"], dtype=np.float64)
+    z_rna = np.asarray(rna.obsm["latent"], dtype=np.float64)
+    hyper = {
+        "mode": "d", "use_rep": ["X_lsi", "X"], "n_hvg": n_hvg, "lsi_components": 49,
+        "iteration": args.uniport_iterations, "reg": 0.1, "reg_m": 1.0, "seed": args.seed,
+    }
+    return z_rna, z_atac, {"hyperparameters": hyper}
+
+
+def run_scotplus(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """SCOT+ (``scotplus``) balanced GW as in its GW/UGW tutorial; ATAC onto RNA.
+
+    Tutorial steps: L2-normalise each cell (``sklearn.preprocessing.normalize``);
+    ``compute_graph_distances(data, n_neighbors=k, mode='connectivity', metric='correlation')``
+    per domain; ``SinkhornSolver().gw(Dx, Dy, eps=eps)``; ``get_barycentre(Xt, pi)`` to
+    project the other domain onto the anchor.
+    """
+    import numpy as np
+    import scotplus
+    import torch
+    from scotplus.solvers import SinkhornSolver
+    from scotplus.utils.alignment import compute_graph_distances, get_barycentre
+    from sklearn.preprocessing import normalize
+
+    k = args.k if args.k is not None else 50
+    eps = args.epsilon if args.epsilon is not None else 1e-3
+    x = normalize(np.asarray(inp["rna_pca"], dtype=np.float64))
+    y = normalize(np.asarray(inp["atac_svd"], dtype=np.float64))
+    dx = torch.from_numpy(compute_graph_distances(x, n_neighbors=k, mode="connectivity", metric="correlation"))
+    dy = torch.from_numpy(compute_graph_distances(y, n_neighbors=k, mode="connectivity", metric="correlation"))
+    solver = SinkhornSolver()
+    pi_samp, _, _ = solver.gw(dx, dy, eps=eps, verbose=False)
+    pi_samp = pi_samp.detach()
+    if not torch.isfinite(pi_samp).all() or (pi_samp.sum(0) <= 0).any():
+        raise RuntimeError(f"SCOT+ GW coupling has NaN or empty columns for k={k}, eps={eps:g}")
+    z_atac = get_barycentre(x, pi_samp.T).numpy()  # ATAC cells projected into RNA space
+    solver_cfg = {"nits_bcd": solver.nits_bcd, "tol_bcd": solver.tol_bcd, "nits_uot": solver.nits_uot, "tol_uot": solver.tol_uot}
+    info = {
+        "hyperparameters": {"k": int(k), "epsilon": float(eps), **solver_cfg},
+        "package_version": getattr(scotplus, "__version__", None),
+    }
+    return x, np.asarray(z_atac, dtype=np.float64), info
+
+
+RUNNERS = {
+    "scot_default": (run_scot_default, "cellbridge benchmarks/_scot.py (POT)", "pot"),
+    "scot_tuned": (run_scot_tuned, "cellbridge benchmarks/_scot.py (POT)", "pot"),
+    "uniport": (run_uniport, "uniport", "uniport"),
+    "scotplus": (run_scotplus, "scotplus", "scotplus"),
+}
+SPACES = {
+    "scot_default": "RNA PCA space, L2-normalised rows; ATAC = barycentric projection",
+    "scot_tuned": "RNA PCA space, L2-normalised rows; ATAC = barycentric projection",
+    "uniport": "uniPort 16-d VAE latent (obsm['latent']) of both domains",
+    "scotplus": "RNA PCA space, L2-normalised rows; ATAC = barycentric projection",
+}
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def run_method(method: str, inputs: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``method`` and write ``out``; never raises for a method failure (see ``error``)."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if method in ("uniport", "scotplus"):  # torch users; the SCOT methods do not import torch
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    runner, package, dist = RUNNERS[method]
+    info: dict[str, Any] = {
+        "method": method, "package": package, "package_version": _version(dist),
+        "threads": args.threads, "space": SPACES[method], "error": None,
+    }
+    store: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        with np.load(inputs, allow_pickle=False) as npz:
+            inp = {key: npz[key] for key in npz.files}
+        t0 = time.perf_counter()
+        z_rna, z_atac, extra = runner(inp, args)
+        info["wall_s"] = time.perf_counter() - t0
+        z_rna, z_atac = np.asarray(z_rna, dtype=np.float64), np.asarray(z_atac, dtype=np.float64)
+        n_rna, n_atac = inp["rna_pca"].shape[0], inp["atac_svd"].shape[0]
+        if z_rna.shape[0] != n_rna or z_atac.shape[0] != n_atac or z_rna.shape[1] != z_atac.shape[1]:
+            raise RuntimeError(f"bad output shapes z_rna {z_rna.shape}, z_atac {z_atac.shape}")
+        if not (np.isfinite(z_rna).all() and np.isfinite(z_atac).all()):
+            raise RuntimeError("non-finite values in the embedding")
+        info.update({k: v for k, v in extra.items() if v is not None})
+        store.update(z_rna=z_rna, z_atac=z_atac)
+        error = ""
+    except BaseException as exc:  # noqa: BLE001 - record everything, incl. SystemExit from a peer
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        info["wall_s"] = time.perf_counter() - t0
+        error = f"{type(exc).__name__}: {exc}"
+        info["error"] = error
+        info["traceback"] = traceback.format_exc(limit=20)
+    info["peak_rss_mb"] = _peak_rss_mb()
+    store["info"] = np.asarray(json.dumps(info, default=_json_default))
+    store["error"] = np.asarray(error)
+    np.savez(out, **store)
+    return info
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+# ----------------------------------------------------------------------------- scoring
+def score(result: Path, inputs: Path, *, k: int = 5) -> dict[str, Any]:
+    """FOSCTTM (both directions, mean) and kNN label transfer (k=5, both directions, mean)."""
+    import numpy as np
+
+    from cellbridge.metrics import foscttm, knn_label_transfer
+
+    res = np.load(result, allow_pickle=False)
+    info = json.loads(str(res["info"]))
+    out: dict[str, Any] = {"method": info.get("method"), "wall_s": info.get("wall_s"),
+                           "peak_rss_mb": info.get("peak_rss_mb"), "error": str(res["error"]) or None}
+    if out["error"]:
+        return out
+    inp = np.load(inputs, allow_pickle=False)
+    ids_rna, ids_atac = inp["cell_ids_rna"], inp["cell_ids_atac"]
+    pos = {c: i for i, c in enumerate(ids_atac)}
+    order = np.asarray([pos[c] for c in ids_rna])  # atac row of each rna row's partner
+    z_rna, z_atac = res["z_rna"], res["z_atac"][order]
+    out["foscttm"] = foscttm(z_rna, z_atac)
+    if "labels_rna" in inp.files:
+        la, lb = inp["labels_rna"], inp["labels_atac"]
+        a = knn_label_transfer(res["z_rna"], la, res["z_atac"], lb, k=k)["accuracy"]
+        b = knn_label_transfer(res["z_atac"], lb, res["z_rna"], la, k=k)["accuracy"]
+        out["label_transfer"] = (a + b) / 2.0
+        out["label_transfer_rna_to_atac"], out["label_transfer_atac_to_rna"] = a, b
+    out["hyperparameters"] = info.get("hyperparameters")
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--method", choices=METHODS, help="peer to run on --inputs, writing --out")
+    mode.add_argument("--make-inputs", type=Path, metavar="DATA_DIR", help="build --inputs from the sci-CAR folder")
+    mode.add_argument("--score", type=Path, metavar="RESULT", help="score a result.npz against --inputs (main venv)")
+    p.add_argument("--inputs", type=Path, required=True, help="inputs.npz (read, or written by --make-inputs)")
+    p.add_argument("--out", type=Path, help="result.npz to write (with --method)")
+    p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=None, help="scot_default/scotplus: neighbours (default SCOT's / 50)")
+    p.add_argument("--epsilon", type=float, default=None, help="scot_default/scotplus: entropy (default 1e-3)")
+    p.add_argument("--max-iter", type=int, default=1000, help="scot_*: outer entropic-GW iterations (POT/SCOT default 1000)")
+    p.add_argument("--ks", type=_ints, default=list(DEFAULT_TUNE_KS), help="scot_tuned: k grid, comma separated")
+    p.add_argument("--epsilons", type=_floats, default=list(DEFAULT_TUNE_EPSILONS), help="scot_tuned: epsilon grid")
+    p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, help="scot_tuned: seconds before no new solve starts")
+    p.add_argument("--uniport-iterations", type=int, default=30000, help="uniport: max training iterations (its default)")
+    args = p.parse_args(argv)
+    if args.method and args.out is None:
+        p.error("--method needs --out")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _limit_threads(args.threads)
+    if args.make_inputs is not None:
+        print(json.dumps(make_inputs(args.make_inputs, args.inputs, seed=args.seed)))
+        return 0
+    if args.score is not None:
+        print(json.dumps(score(args.score, args.inputs), default=_json_default))
+        return 0
+    info = run_method(args.method, args.inputs, args.out, args)
+    summary = {k: info.get(k) for k in ("method", "wall_s", "peak_rss_mb", "hyperparameters", "error")}
+    print(json.dumps(summary, default=_json_default))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
