@@ -6,7 +6,6 @@ venv (benchmarks/.venv-peers, from benchmarks/requirements-peers.txt) and skip w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _bench import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -23,16 +23,8 @@ PEERS_PYTHON = BENCH / ".venv-peers" / "bin" / "python"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-scot = _load("_scot", BENCH / "_scot.py")
-peers_run = _load("peers_run", PEERS_RUN)
+scot = load_benchmark("_scot")
+peers_run = load_benchmark("peers_run")
 
 
 # ----------------------------------------------------------------------------- data

@@ -6,7 +6,6 @@ writes complete tables; it asserts what was measured, never how fast.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _bench import load_benchmark
 import scipy.sparse as sp
 
 from cellbridge.data import validate_domain
@@ -23,16 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sim = _load("_scaling_data", BENCH / "_scaling_data.py")
-scaling = _load("scaling", BENCH / "scaling.py")
+sim = load_benchmark("_scaling_data")
+scaling = load_benchmark("scaling")
 
 
 @pytest.fixture(scope="module")
