@@ -224,6 +224,30 @@ def test_label_classifier_ignores_unknown_labels():
     assert float(none_loss) == 0.0 and math.isnan(float(none_acc))
 
 
+def test_label_smoothing_bounds_the_separation_the_head_asks_for():
+    """Unsmoothed, the label loss falls without end as two labels move apart; smoothed, it has a finite optimum."""
+    gen = torch.Generator().manual_seed(0)
+    within = torch.randn(40, 2, generator=gen)
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    head = LabelClassifier(2, 2)
+    with torch.no_grad():  # a head that reads the separating axis with unit weight
+        head.linear.weight.copy_(torch.tensor([[-4.0, 0.0], [4.0, 0.0]]))
+        head.linear.bias.zero_()
+
+    def loss_at(separation: float, smoothing: float) -> float:
+        z = within + torch.where(labels[:, None] == 0, -0.5, 0.5) * torch.tensor([separation, 0.0])
+        return float(head.loss([z], [labels], smoothing=smoothing)[0].detach())
+
+    separations = [1.0, 3.0, 10.0, 30.0, 100.0]
+    plain = [loss_at(d, 0.0) for d in separations]
+    smoothed = [loss_at(d, 0.5) for d in separations]
+    assert all(a > b for a, b in zip(plain, plain[1:]))  # always rewards more separation
+    best = int(np.argmin(smoothed))
+    assert 0 < best < len(separations) - 1 and smoothed[-1] > smoothed[best] + 0.1
+    ref = torch.nn.functional.cross_entropy(head(within, reference=within), labels, label_smoothing=0.5)
+    assert float(head.loss([within], [labels], smoothing=0.5)[0].detach()) == pytest.approx(float(ref.detach()), rel=1e-6)
+
+
 def test_anchor_loss():
     x = _batch(0)
     assert float(anchor_loss(x, x)) == 0.0
@@ -241,6 +265,20 @@ def test_anchor_loss_gradient_does_not_shrink_the_latent():
     radial = float((za.grad * za).sum() + (zb.grad * zb).sum())
     assert radial == pytest.approx(0.0, abs=1e-5)
     assert float(za.grad.norm()) > 1e-3  # but partners are still pulled together
+
+
+@pytest.mark.parametrize("loss", [sinkhorn_loss, mmd, lambda x, y: sinkhorn_loss(x, y, unbalanced=True)], ids=["sinkhorn", "mmd", "unbalanced"])
+def test_alignment_gradient_does_not_shrink_the_latent(loss):
+    # Same mechanism as for anchors: a detached normaliser (mean cost, median distance)
+    # lets the loss fall by shrinking every latent, a radial gradient that collapsed
+    # unsupervised wasserstein on sci-CAR.
+    za = _batch(0).clone().requires_grad_(True)
+    zb = (_batch(1) + 1.0).clone().requires_grad_(True)
+    loss(za, zb).backward()
+    radial = float((za.grad * za).sum() + (zb.grad * zb).sum())
+    total = float(za.grad.norm() * za.norm() + zb.grad.norm() * zb.norm())
+    assert abs(radial) < 1e-4 * total
+    assert float(za.grad.norm()) > 1e-4  # the domains are still pulled together
 
 
 def test_label_conditioned_ot_matches_within_labels():

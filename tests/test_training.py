@@ -7,7 +7,15 @@ import torch
 from _synthetic import FAST_TRAIN, fast_model, make_domains
 
 from cellbridge.align import mmd
-from cellbridge.training import BalancedSampler, TrainingDivergedError, TrainingPlan, plot_history, split_validation
+from cellbridge.training import (
+    BalancedSampler,
+    LabelMatchedSampler,
+    Trainer,
+    TrainingDivergedError,
+    TrainingPlan,
+    plot_history,
+    split_validation,
+)
 
 torch.set_num_threads(1)
 
@@ -79,6 +87,35 @@ def test_balanced_sampler_covers_largest_domain():
     assert all(len(b["b"]) == 30 and len(set(b["b"])) == 30 for b in batches)
 
 
+def test_label_matched_sampler_copies_label_counts():
+    rng = np.random.default_rng(0)
+    labels = {"a": rng.integers(-1, 3, 200), "b": np.r_[rng.integers(0, 3, 60), np.full(10, 7)]}
+    cells = {"a": np.arange(200), "b": np.arange(70)}
+    sampler = LabelMatchedSampler(cells, labels, 32, np.random.default_rng(1))
+    batches = list(sampler.epoch())
+    assert len(batches) == 7
+    assert set(np.concatenate([b["a"] for b in batches])) == set(range(200))  # the first domain is covered as usual
+    for b in batches:
+        want, got = labels["a"][b["a"]], labels["b"][b["b"]]
+        assert len(got) == len(want)
+        for lab in (0, 1, 2):  # known labels are matched exactly, even where domain b lacks the cells (70 < 200)
+            assert (got == lab).sum() >= (want == lab).sum()
+        assert (got == 7).sum() <= (want == -1).sum()  # b's own extra label only fills unknown slots
+    # the same counts through the trainer, only when asked for and when every domain has labels
+    doms = make_domains(120, image_size=16, seed=2)
+    model = fast_model(doms, alignment="wasserstein", label_key="cell_type")
+    plan = TrainingPlan(batch_size=16, match_label_batches=True)
+    trainer = Trainer(model.module, model.data, plan, device=torch.device("cpu"), progress=False)
+    assert isinstance(trainer.sampler, LabelMatchedSampler)
+    step = next(trainer.sampler.epoch())
+    codes = {d: model.data[d].labels[step[d]] for d in ("rna", "image")}
+    assert sorted(codes["rna"].tolist()) == sorted(codes["image"].tolist())
+    unmatched = TrainingPlan(match_label_batches=False)
+    assert type(Trainer(model.module, model.data, unmatched, device=torch.device("cpu")).sampler) is BalancedSampler
+    unlabelled = fast_model(doms, alignment="wasserstein")
+    assert type(Trainer(unlabelled.module, unlabelled.data, plan, device=torch.device("cpu")).sampler) is BalancedSampler
+
+
 def test_validation_split_is_seeded():
     a = split_validation(np.arange(50), 0.2, np.random.default_rng(0))
     b = split_validation(np.arange(50), 0.2, np.random.default_rng(0))
@@ -107,7 +144,7 @@ def _history_without_time(history):
 
 
 def test_resume_reproduces_uninterrupted_run(domains, tmp_path):
-    kw = dict(max_epochs=6, checkpoint_every=2, lr=3e-3, **FAST_TRAIN)
+    kw = dict(max_epochs=6, checkpoint_every=2, lr=3e-3, match_label_batches=True, label_smoothing=0.5, **FAST_TRAIN)
     full = fast_model(domains, alignment="adversarial", label_key="cell_type")
     expected = full.train(checkpoint_dir=tmp_path / "full", **kw)
 

@@ -269,6 +269,8 @@ class CrossModalModel:
         align_weight: float = 1.0,
         align_schedule: str = "linear",
         label_weight: float = 1.0,
+        label_smoothing: float = 0.7,
+        match_label_batches: bool = True,
         anchor_weight: float = 1.0,
         validation_fraction: float = 0.1,
         early_stopping_patience: int | None = None,
@@ -303,6 +305,16 @@ class CrossModalModel:
             after warm-up.
         align_weight, label_weight, anchor_weight
             Weights of the alignment loss, the label classifier and the anchors.
+        label_smoothing
+            Label smoothing of the label classifier's cross-entropy, in [0, 1):
+            it stops the classifier from pushing cell types ever further apart,
+            which would flatten the structure within each type (see
+            :meth:`cellbridge.align.LabelClassifier.loss`).
+        match_label_batches
+            Draw every domain's minibatch with the same label counts as the first
+            domain's (when every domain has labels; see
+            :class:`~cellbridge.training.LabelMatchedSampler`), so the alignment
+            loss compares batches of equal composition.
         validation_fraction
             Held-out fraction of each domain's training cells.
         early_stopping_patience
@@ -335,8 +347,8 @@ class CrossModalModel:
         plan = TrainingPlan(
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, critic_lr=critic_lr,
             warmup_epochs=warmup_epochs, ramp_epochs=ramp_epochs, align_weight=align_weight,
-            align_schedule=align_schedule, label_weight=label_weight, anchor_weight=anchor_weight,
-            kl_weight=self.config["kl_weight"], validation_fraction=validation_fraction,
+            align_schedule=align_schedule, label_weight=label_weight, label_smoothing=label_smoothing,
+            match_label_batches=match_label_batches, anchor_weight=anchor_weight, kl_weight=self.config["kl_weight"], validation_fraction=validation_fraction,
             early_stopping_patience=early_stopping_patience, min_delta=min_delta, grad_clip=grad_clip,
             use_test_cells=use_test_cells, seed=self.config["seed"],
         )

@@ -209,12 +209,30 @@ def _anchors(config: dict[str, Any]):
     return anchors
 
 
+def aligner_options(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """The aligner's own options from ``alignment.<method>`` (its ``weight`` is a training option)."""
+    if method == "none":
+        return {}
+    return {k: v for k, v in config["alignment"].get(method, {}).items() if k != "weight"}
+
+
+def alignment_weight(config: dict[str, Any], method: str) -> float:
+    """``alignment.<method>.weight`` when set, else ``alignment.weight``; 0 for ``none``.
+
+    The losses live on different scales (a KL to the uniform, a Sinkhorn divergence,
+    an MMD), so the weight that balances one against reconstruction need not suit another.
+    """
+    if method == "none":
+        return 0.0
+    return float(config["alignment"].get(method, {}).get("weight", config["alignment"]["weight"]))
+
+
 def build_model(config: dict[str, Any], adatas: dict, method: str, seed: int):
     """A :class:`~cellbridge.model.CrossModalModel` configured from the workflow config."""
     from .model import CrossModalModel
 
     align = config["alignment"]
-    options = dict(align.get(method, {})) if method != "none" else {}
+    options = aligner_options(config, method)
     # 'none' is the no-alignment reference: independent autoencoders, no label supervision
     use_labels = method != "none" and (align["labels"]["use"] or bool(options.get("conditional")))
     return CrossModalModel(
@@ -265,9 +283,11 @@ def train(
         weight_decay=tr["weight_decay"],
         warmup_epochs=al["warmup_epochs"],
         ramp_epochs=al["ramp_epochs"],
-        align_weight=al["weight"] if method != "none" else 0.0,
+        align_weight=alignment_weight(config, method),
         align_schedule=al["schedule"],
         label_weight=al["labels"]["weight"],
+        label_smoothing=al["labels"]["smoothing"],
+        match_label_batches=al["labels"]["match_batches"],
         anchor_weight=al["anchors"]["weight"],
         validation_fraction=tr["validation_fraction"],
         early_stopping_patience=tr["early_stopping_patience"],

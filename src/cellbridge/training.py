@@ -2,7 +2,10 @@
 
 Each optimisation step draws one minibatch from *every* domain; an epoch is as
 many steps as it takes to see the largest domain's training cells once (smaller
-domains are cycled through fresh permutations). The loss of a step is
+domains are cycled through fresh permutations). When every domain has shared
+labels, ``match_label_batches`` (default) draws the other domains' batches with
+the first domain's label counts (:class:`LabelMatchedSampler`), so the alignment
+loss never sees two batches that differ by composition alone. The loss of a step is
 
     sum_d recon_d + kl_weight * sum_d kl_d + w(epoch) * align_weight * align
       + label_weight * label + anchor_weight * anchor
@@ -99,6 +102,8 @@ class TrainingPlan:
     align_weight: float = 1.0
     align_schedule: str = "linear"
     label_weight: float = 1.0
+    label_smoothing: float = 0.7
+    match_label_batches: bool = True
     anchor_weight: float = 1.0
     kl_weight: float = 1e-3
     validation_fraction: float = 0.1
@@ -117,6 +122,8 @@ class TrainingPlan:
             raise ValueError(f"align_schedule must be 'linear' or 'constant', got {self.align_schedule!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be >= 1 or None")
 
@@ -190,6 +197,61 @@ class BalancedSampler:
                 name: streams[name][step * self.batch_sizes[name] : (step + 1) * self.batch_sizes[name]]
                 for name in self.cells
             }
+
+
+class LabelMatchedSampler(BalancedSampler):
+    """Like :class:`BalancedSampler`, but every domain's batch has the first domain's label counts.
+
+    The first domain walks through permutations as usual; for each step, every
+    other domain draws as many cells of each label as the first domain's batch
+    holds (without replacement where it has enough cells of that label). Cells
+    whose label is unknown, or missing from a domain, are matched by cells drawn
+    at random. Random batches of the same domains differ in label composition
+    by several cells per label; a balanced transport plan between them must then
+    move that mass across labels and pulls the labels' latents together. With
+    matched counts it need not.
+
+    Parameters
+    ----------
+    cells
+        Training cells per domain (the first domain sets the label counts).
+    labels
+        Label codes per domain for *all* cells (``-1`` unknown), indexed like the data.
+    batch_size, rng
+        As for :class:`BalancedSampler`.
+    """
+
+    def __init__(
+        self, cells: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], batch_size: int, rng: np.random.Generator
+    ):
+        super().__init__(cells, batch_size, rng)
+        self.first = next(iter(self.cells))
+        self.labels = {k: np.asarray(v) for k, v in labels.items()}
+        self.by_label = {
+            name: {int(lab): cells_[self.labels[name][cells_] == lab] for lab in np.unique(self.labels[name][cells_]) if lab >= 0}
+            for name, cells_ in self.cells.items()
+            if name != self.first
+        }
+
+    def _matching(self, name: str, wanted: np.ndarray) -> np.ndarray:
+        """Cells of domain ``name`` with the label counts of ``wanted`` (label codes)."""
+        pools = self.by_label[name]
+        picks, unmatched = [], 0
+        for lab, count in zip(*np.unique(wanted, return_counts=True)):
+            pool = pools.get(int(lab))
+            if lab < 0 or pool is None:
+                unmatched += int(count)
+                continue
+            picks.append(self.rng.choice(pool, int(count), replace=int(count) > len(pool)))
+        if unmatched:
+            everyone = self.cells[name]
+            picks.append(self.rng.choice(everyone, unmatched, replace=unmatched > len(everyone)))
+        return np.concatenate(picks)
+
+    def epoch(self) -> Iterator[dict[str, np.ndarray]]:
+        for batch in super().epoch():
+            wanted = self.labels[self.first][batch[self.first]]
+            yield {name: idx if name == self.first else self._matching(name, wanted) for name, idx in batch.items()}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -275,7 +337,7 @@ class Trainer:
         ]
 
         self.rng = np.random.default_rng([plan.seed, 2])
-        self.sampler = BalancedSampler(self.train_cells, plan.batch_size, self.rng)
+        self.sampler = self._sampler()
         self.optimizer = torch.optim.Adam(module.cooperative_parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
         critic = module.critic_parameters()
         self.critic_optimizer = (
@@ -283,6 +345,14 @@ class Trainer:
         )
         self.history: list[dict[str, float]] = []
         self.best = {"value": math.inf, "epoch": 0, "bad_epochs": 0, "state": None, "stopped": False}
+
+    def _sampler(self) -> BalancedSampler:
+        """Label-matched batches when asked for and every domain has labels, else plain balanced ones."""
+        labels = {name: self.data[name].labels for name in self.domains}
+        if not self.plan.match_label_batches or any(v is None for v in labels.values()) or len(self.domains) < 2:
+            return BalancedSampler(self.train_cells, self.plan.batch_size, self.rng)
+        labels = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in labels.items()}
+        return LabelMatchedSampler(self.train_cells, labels, self.plan.batch_size, self.rng)
 
     # ------------------------------------------------------------------ steps
     def _loss_terms(self, batches: Mapping[str, Mapping[str, torch.Tensor]], weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -313,7 +383,7 @@ class Trainer:
         terms["align"] = align
         total = total + weight * plan.align_weight * align
         if module.classifier is not None:
-            label_loss, label_acc = module.classifier.loss(latents, labels)
+            label_loss, label_acc = module.classifier.loss(latents, labels, smoothing=plan.label_smoothing)
             terms["label_loss"] = label_loss
             terms["label_acc"] = label_acc
             total = total + plan.label_weight * label_loss
@@ -412,7 +482,7 @@ class Trainer:
         if not module.aligner.adversarial:
             monitored += plan.align_weight * align
         if module.classifier is not None:
-            label_loss, label_acc = module.classifier.loss(latents, labels)
+            label_loss, label_acc = module.classifier.loss(latents, labels, smoothing=plan.label_smoothing)
             row["val_label_loss"], row["val_label_acc"] = float(label_loss), float(label_acc)
             monitored += plan.label_weight * float(label_loss)
         row["val_loss"] = monitored
