@@ -149,22 +149,23 @@ def _no_report(row: dict[str, Any], phase: str) -> None:
 def instrumented_epoch(max_steps: int | None, record: dict[str, Any]) -> Iterator[None]:
     """Cap the trainer's epoch at ``max_steps`` steps (``None``: the full epoch) and time its validation.
 
-    Benchmark-only instrumentation of :mod:`cellbridge.training`: the epoch's sampler is
-    wrapped to record the full and the run number of steps and the training cells, and
-    ``Trainer.validate`` to record its seconds. Both are restored on exit.
+    Benchmark-only instrumentation of :mod:`cellbridge.training`: the trainer's sampler
+    (plain or label-matched) is capped and records the full and the run number of steps
+    and the training cells, and ``Trainer.validate`` records its seconds. Both are
+    restored on exit.
     """
     from cellbridge import training
 
-    sampler, validate = training.BalancedSampler, training.Trainer.validate
+    make_sampler, validate = training.Trainer._sampler, training.Trainer.validate
 
-    class CappedSampler(sampler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            record["full_steps"] = self.steps_per_epoch
-            record["train_cells"] = sum(len(c) for c in self.cells.values())
-            if max_steps is not None:
-                self.steps_per_epoch = min(self.steps_per_epoch, max_steps)
-            record["steps"] = self.steps_per_epoch
+    def capped_sampler(self):
+        sampler = make_sampler(self)
+        record["full_steps"] = sampler.steps_per_epoch
+        record["train_cells"] = sum(len(c) for c in sampler.cells.values())
+        if max_steps is not None:
+            sampler.steps_per_epoch = min(sampler.steps_per_epoch, max_steps)
+        record["steps"] = sampler.steps_per_epoch
+        return sampler
 
     def timed_validate(self):
         t0 = time.perf_counter()
@@ -173,11 +174,11 @@ def instrumented_epoch(max_steps: int | None, record: dict[str, Any]) -> Iterato
         finally:
             record["validation_s"] = time.perf_counter() - t0
 
-    training.BalancedSampler, training.Trainer.validate = CappedSampler, timed_validate
+    training.Trainer._sampler, training.Trainer.validate = capped_sampler, timed_validate
     try:
         yield
     finally:
-        training.BalancedSampler, training.Trainer.validate = sampler, validate
+        training.Trainer._sampler, training.Trainer.validate = make_sampler, validate
 
 
 def epoch_seconds(measured_s: float, record: dict[str, Any]) -> tuple[float, str]:
