@@ -238,8 +238,8 @@ class LabelMatchedSampler(BalancedSampler):
         pools = self.by_label[name]
         picks, unmatched = [], 0
         for lab, count in zip(*np.unique(wanted, return_counts=True)):
-            pool = pools.get(int(lab))
-            if lab < 0 or pool is None:
+            pool = pools.get(int(lab))  # None for unknown (-1) labels too: pools hold known labels only
+            if pool is None:
                 unmatched += int(count)
                 continue
             picks.append(self.rng.choice(pool, int(count), replace=int(count) > len(pool)))
