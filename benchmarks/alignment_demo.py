@@ -6,20 +6,24 @@ unpaired on the cells not held out and scored on the held-out cells with the sim
 truth. Every method is trained once per seed (``--seeds 0,1,2``: the seed sets weight
 initialisation, validation split and minibatch order; the data stay the same), in
 ``--jobs`` worker processes of one torch thread each, as the workflow runs them with
-``--cores 2``. Prints one row per method and seed, then the mean, standard deviation,
-minimum and maximum over seeds, and writes both tables to
-benchmarks/results/alignment_demo.tsv and alignment_demo_summary.tsv.
+``--cores 2``. ``--latent-dims 8,16`` repeats everything at each latent size on the same
+prepared data (default: the config's ``model.latent_dim``). Prints one row per method,
+latent size and seed, then the mean, standard deviation, minimum and maximum over seeds,
+and writes both tables to benchmarks/results/alignment_demo.tsv and
+alignment_demo_summary.tsv.
 
 Targets: adversarial, wasserstein and mmd reach FOSCTTM <= 0.10 and kNN label transfer
 >= 0.90 between image and RNA; `none` stays at FOSCTTM >= 0.30; image -> RNA mean
 per-gene Pearson over the most variable genes >= 0.5; training under 3 minutes per method.
 
-    .venv/bin/python benchmarks/alignment_demo.py [--methods adversarial,wasserstein,mmd,none] [--seeds 0,1,2] [--jobs 2]
+    .venv/bin/python benchmarks/alignment_demo.py [--methods adversarial,wasserstein,mmd,none] [--seeds 0,1,2]
+        [--latent-dims 8,16] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import multiprocessing
 import os
 import tempfile
@@ -40,6 +44,11 @@ COLUMNS = {
     "transfer_accuracy_image_to_rna": "label transfer image->rna",
     "pearson_gene_top_image_to_rna": "image->rna Pearson (top genes)",
     "morph_r_rna_to_image": "rna->image morphology r",
+    # held-out reconstruction against PCA with as many components as the latent has
+    "reconstruction_mse_rna": "rna reconstruction MSE",
+    "pca_mse_rna": "rna PCA MSE",
+    "reconstruction_mse_image": "image reconstruction MSE",
+    "pca_mse_image": "image PCA MSE",
 }
 
 
@@ -58,6 +67,7 @@ def run_one(config: dict, method: str, seed: int) -> dict:
     )
     return {
         "method": method,
+        "latent": config["model"]["latent_dim"],
         "seed": seed,
         **{label: metrics.get(key) for key, label in COLUMNS.items()},
         "epochs": len(model.history),
@@ -68,12 +78,26 @@ def run_one(config: dict, method: str, seed: int) -> dict:
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation, minimum and maximum of every metric per method."""
-    numeric = table.drop(columns=["seed"]).groupby("method", sort=False)
+    keys = ["method", "latent"]
+    numeric = table.drop(columns=["seed"]).groupby(keys, sort=False)
     parts = {stat: getattr(numeric, stat)() for stat in ("mean", "std", "min", "max")}
     out = pd.concat(parts, axis=1)
     out.columns = [f"{col} {stat}" for stat, col in out.columns]
-    out.insert(0, "seeds", table.groupby("method", sort=False)["seed"].size())
+    out.insert(0, "seeds", table.groupby(keys, sort=False)["seed"].size())
     return out.reset_index()
+
+
+def at_latent_size(config: dict, latent_dim: int) -> dict:
+    """A copy of ``config`` at ``latent_dim``, in its own run folder that shares the prepared data."""
+    out = copy.deepcopy(config)
+    out["model"]["latent_dim"] = latent_dim
+    out["run"] = f"{config['run']}_latent{latent_dim}"
+    shared, own = Path("results", config["run"]), Path("results", out["run"])
+    own.mkdir(parents=True, exist_ok=True)
+    for sub in ("simulated", "prepared"):
+        if not (own / sub).exists():
+            (own / sub).symlink_to((shared / sub).resolve(), target_is_directory=True)
+    return out
 
 
 def main() -> None:
@@ -84,6 +108,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     parser.add_argument("--methods", default="adversarial,wasserstein,mmd,none")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--latent-dims", help="comma-separated latent sizes (default: the config's)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
@@ -94,11 +119,13 @@ def main() -> None:
     stages.simulate(config)
     for domain in config["domains"]:
         stages.prepare_domain(config, domain)
-    runs = [(m, int(s)) for m in args.methods.split(",") for s in args.seeds.split(",")]
+    sizes = [int(v) for v in (args.latent_dims or str(config["model"]["latent_dim"])).split(",")]
+    configs = [at_latent_size(config, size) for size in sizes]
+    runs = [(c, m, int(s)) for c in configs for m in args.methods.split(",") for s in args.seeds.split(",")]
     rows = []
     # spawned (not forked) workers: each starts its own torch thread pool
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, config, m, s) for m, s in runs]
+        futures = [pool.submit(run_one, c, m, s) for c, m, s in runs]
         for future in futures:
             rows.append(future.result())
             print(pd.DataFrame([rows[-1]]).round(3).to_string(index=False), flush=True)
@@ -109,7 +136,7 @@ def main() -> None:
     summary.to_csv(SUMMARY, sep="\t", index=False)
     print(table.round(3).to_string(index=False))
     brief = [c for c in summary.columns if c.split(" ")[0] in ("FOSCTTM", "label", "train")]
-    print(summary[["method", "seeds", *brief]].round(3).to_string(index=False))
+    print(summary[["method", "latent", "seeds", *brief]].round(3).to_string(index=False))
     print(f"written to {OUT} and {SUMMARY}")
 
 

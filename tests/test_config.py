@@ -96,15 +96,25 @@ def test_seeds_from_the_command_line_are_integers():
 
 
 def test_a_method_may_set_its_own_alignment_weight():
+    from cellbridge.align import get_aligner
     from cellbridge.stages import aligner_options, alignment_weight
 
     cfg = copy.deepcopy(MINIMAL)
-    cfg["alignment"] = {"weight": 0.3, "adversarial": {"weight": 1.0, "conditional": True}, "mmd": {"scales": [1.0]}}
+    cfg["alignment"] = {
+        "weight": 0.3,
+        "adversarial": {"weight": 1.0, "conditional": True, "gradient_penalty": 1.0},
+        "mmd": {"scales": [1.0]},
+    }
     cfg = validate_config(cfg)
     assert alignment_weight(cfg, "adversarial") == 1.0
     assert alignment_weight(cfg, "mmd") == alignment_weight(cfg, "wasserstein") == 0.3
     assert alignment_weight(cfg, "none") == 0.0
     # the weight is a training option, not an argument of the aligner
-    assert aligner_options(cfg, "adversarial") == {"conditional": True}
+    assert aligner_options(cfg, "adversarial") == {"conditional": True, "gradient_penalty": 1.0}
+    assert get_aligner("adversarial", latent_dim=4, n_domains=2, n_labels=3, **aligner_options(cfg, "adversarial")).gradient_penalty == 1.0
     assert aligner_options(cfg, "none") == {}
+    bad = copy.deepcopy(cfg)
+    bad["alignment"]["adversarial"]["gradient_penalty"] = -1.0
+    with pytest.raises(InputError, match="gradient_penalty"):
+        validate_config(bad)
     assert cfg["alignment"]["labels"]["smoothing"] == 0.7 and cfg["alignment"]["labels"]["match_batches"] is True

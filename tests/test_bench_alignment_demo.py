@@ -1,0 +1,43 @@
+"""benchmarks/alignment_demo.py: the per-seed summary and the latent-size sweep's run folders."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from _bench import load_benchmark
+
+demo = load_benchmark("alignment_demo")
+
+
+def test_summary_is_per_method_and_latent_size():
+    table = pd.DataFrame(
+        {
+            "method": ["mmd"] * 4 + ["none"] * 2,
+            "latent": [8, 8, 16, 16, 8, 8],
+            "seed": [0, 1, 0, 1, 0, 1],
+            "FOSCTTM": [0.08, 0.10, 0.10, 0.14, 0.4, 0.5],
+        }
+    )
+    out = demo.summarise(table).set_index(["method", "latent"])
+    assert list(out.index) == [("mmd", 8), ("mmd", 16), ("none", 8)]
+    assert out.loc[("mmd", 8), "seeds"] == 2
+    assert out.loc[("mmd", 8), "FOSCTTM mean"] == pytest.approx(0.09)
+    assert out.loc[("mmd", 16), "FOSCTTM max"] == 0.14
+    assert out.loc[("none", 8), "FOSCTTM min"] == 0.4
+
+
+def test_latent_size_copy_shares_the_prepared_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for sub in ("simulated", "prepared"):
+        (tmp_path / "results" / "bench" / sub).mkdir(parents=True)
+    (tmp_path / "results" / "bench" / "prepared" / "rna.h5ad").write_text("x")
+    config = {"run": "bench", "model": {"latent_dim": 16}}
+
+    small = demo.at_latent_size(config, 8)
+    again = demo.at_latent_size(config, 8)  # a second call reuses the links
+
+    assert small == again
+    assert small["run"] == "bench_latent8" and small["model"]["latent_dim"] == 8
+    assert config == {"run": "bench", "model": {"latent_dim": 16}}  # the caller's config is untouched
+    assert (tmp_path / "results" / "bench_latent8" / "prepared" / "rna.h5ad").read_text() == "x"
