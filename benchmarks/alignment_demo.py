@@ -77,7 +77,7 @@ def run_one(config: dict, method: str, seed: int) -> dict:
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation, minimum and maximum of every metric per method."""
+    """Mean, standard deviation, minimum and maximum over seeds of every metric, per method and latent size."""
     keys = ["method", "latent"]
     numeric = table.drop(columns=["seed"]).groupby(keys, sort=False)
     parts = {stat: getattr(numeric, stat)() for stat in ("mean", "std", "min", "max")}

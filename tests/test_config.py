@@ -111,7 +111,8 @@ def test_a_method_may_set_its_own_alignment_weight():
     assert alignment_weight(cfg, "none") == 0.0
     # the weight is a training option, not an argument of the aligner
     assert aligner_options(cfg, "adversarial") == {"conditional": True, "gradient_penalty": 1.0}
-    assert get_aligner("adversarial", latent_dim=4, n_domains=2, n_labels=3, **aligner_options(cfg, "adversarial")).gradient_penalty == 1.0
+    aligner = get_aligner("adversarial", latent_dim=4, n_domains=2, n_labels=3, **aligner_options(cfg, "adversarial"))
+    assert aligner.gradient_penalty == 1.0
     assert aligner_options(cfg, "none") == {}
     bad = copy.deepcopy(cfg)
     bad["alignment"]["adversarial"]["gradient_penalty"] = -1.0

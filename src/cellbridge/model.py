@@ -348,7 +348,8 @@ class CrossModalModel:
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, critic_lr=critic_lr,
             warmup_epochs=warmup_epochs, ramp_epochs=ramp_epochs, align_weight=align_weight,
             align_schedule=align_schedule, label_weight=label_weight, label_smoothing=label_smoothing,
-            match_label_batches=match_label_batches, anchor_weight=anchor_weight, kl_weight=self.config["kl_weight"], validation_fraction=validation_fraction,
+            match_label_batches=match_label_batches, anchor_weight=anchor_weight, kl_weight=self.config["kl_weight"],
+            validation_fraction=validation_fraction,
             early_stopping_patience=early_stopping_patience, min_delta=min_delta, grad_clip=grad_clip,
             use_test_cells=use_test_cells, seed=self.config["seed"],
         )
