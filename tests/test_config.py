@@ -119,3 +119,68 @@ def test_a_method_may_set_its_own_alignment_weight():
     with pytest.raises(InputError, match="gradient_penalty"):
         validate_config(bad)
     assert cfg["alignment"]["labels"]["smoothing"] == 0.7 and cfg["alignment"]["labels"]["match_batches"] is True
+
+
+# `snakemake --config` parses top-level numbers and booleans, but every value inside a
+# mapping or list arrives as a string (YAML BaseLoader): these are the forms users write.
+@pytest.mark.parametrize(
+    "override,path,expected",
+    [
+        ({"alignment": {"weight": "0.5"}}, ("alignment", "weight"), 0.5),
+        ({"training": {"max_epochs": "3"}}, ("training", "max_epochs"), 3),
+        ({"training": {"lr": "1e-3"}}, ("training", "lr"), 1e-3),
+        ({"alignment": {"wasserstein": {"unbalanced": "true"}}}, ("alignment", "wasserstein", "unbalanced"), True),
+        ({"training": {"early_stopping_patience": "null"}}, ("training", "early_stopping_patience"), None),
+        ({"truth": "null"}, ("truth",), None),
+        ({"preprocess": {"image": {"threshold": "0.3"}}}, ("preprocess", "image", "threshold"), 0.3),
+        ({"preprocess": {"image": {"threshold": "li"}}}, ("preprocess", "image", "threshold"), "li"),
+        ({"alignment": {"mmd": {"scales": ["0.5", "2"]}}}, ("alignment", "mmd", "scales"), [0.5, 2]),
+        ({"domains": {"rna": {"transpose": "false"}}}, ("domains", "rna", "transpose"), False),
+        ({"label_key": "1"}, ("label_key",), "1"),  # the schema wants a string: kept
+        ({"run": 2024}, ("run",), "2024"),  # `--config run=2024` arrives as an int
+    ],
+    ids=lambda v: str(v) if not isinstance(v, dict) else "",
+)
+def test_command_line_strings_are_coerced_to_the_schema_types(override, path, expected):
+    from snakemake.utils import update_config
+
+    cfg = copy.deepcopy(MINIMAL)
+    update_config(cfg, override)  # as snakemake merges --config into the config file
+    value = validate_config(cfg)
+    for key in path:
+        value = value[key]
+    assert value == expected and type(value) is type(expected)
+
+
+def test_a_string_that_is_no_number_still_names_the_key():
+    cfg = copy.deepcopy(MINIMAL)
+    cfg["training"] = {"max_epochs": "three"}
+    with pytest.raises(InputError, match="training.max_epochs: 'three' is not of type 'integer'"):
+        validate_config(cfg)
+
+
+def test_names_of_three_domains_with_to_are_fine_when_unambiguous():
+    # colliding names are refused: see tests/test_bad_input.py
+    cfg = {"truth": None, "domains": {n: {"modality": "rna", "input": f"{n}.h5ad"} for n in ("to", "tox", "x_to")}}
+    validate_config(cfg)
+
+
+def test_stage_settings_digest_is_stable_and_specific():
+    from cellbridge.stages import settings_digest, stage_settings
+
+    cfg = validate_config(copy.deepcopy(MINIMAL))
+    reordered = validate_config(dict(reversed(list(copy.deepcopy(MINIMAL).items()))))
+    digest = lambda c, *a, **k: settings_digest(stage_settings(c, *a, **k))  # noqa: E731
+    assert digest(cfg, "train", method="mmd") == digest(reordered, "train", method="mmd")
+    changed = copy.deepcopy(cfg)
+    changed["alignment"]["weight"] = 1  # an int equal to the default 1.0: the same setting
+    assert digest(changed, "train", method="mmd") == digest(cfg, "train", method="mmd")
+    changed["alignment"]["mmd"] = {"scales": [1.0]}
+    assert digest(changed, "train", method="mmd") != digest(cfg, "train", method="mmd")
+    assert digest(changed, "train", method="wasserstein") == digest(cfg, "train", method="wasserstein")
+    changed["domains"]["image"]["model"] = {"dropout": 0.2}  # the architecture: training, not preprocessing
+    assert digest(changed, "prepare", domain="image") == digest(cfg, "prepare", domain="image")
+    changed["training"]["threads"] = 7  # how a job runs, not what it computes
+    assert digest(changed, "train", method="none") != digest(cfg, "train", method="none")  # the dropout
+    changed["domains"]["image"]["model"] = copy.deepcopy(cfg["domains"]["image"]["model"])
+    assert digest(changed, "train", method="none") == digest(cfg, "train", method="none")

@@ -1,5 +1,7 @@
 """End to end: the Snakemake workflow on a tiny demo, run as a user would."""
 
+import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -116,6 +118,77 @@ def test_rerun_has_nothing_to_do(tiny_run):
     proc = run_snakemake(tiny_run, tiny_run / "tiny.yaml", "-n")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _override(config: dict, dotted: str, value) -> dict:
+    out = copy.deepcopy(config)
+    *parents, key = dotted.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[key] = value
+    return out
+
+
+def dry_run_jobs(workdir: Path, config: dict, *extra: str) -> set[tuple[str, str]]:
+    """(rule, method or domain) of every job a dry run schedules, the 'all' target aside."""
+    cfg = workdir / "changed.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(workdir, cfg, "-n", *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = set()
+    for rule, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", proc.stdout, flags=re.M):
+        wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", body).group(1))) if "wildcards:" in body else {}
+        if rule != "all":
+            jobs.add((rule, wildcards.get("method", wildcards.get("domain", ""))))
+    return jobs
+
+
+def _after_training(*methods: str) -> set[tuple[str, str]]:
+    jobs = {("plot_latents", ""), ("compare", "")}
+    for m in methods:
+        jobs |= {("train", m), ("translate", m), ("evaluate", m)}
+    return jobs
+
+
+#: one changed key per stage -> exactly the jobs that must rerun (TINY trains mmd + none)
+RERUNS = [
+    ("simulate.seed", 4, None),  # None: every job
+    ("preprocess.rna.n_top_genes", 90, {("prepare", "rna")} | _after_training("mmd", "none")),
+    ("preprocess.image.min_area", 25, {("prepare", "image")} | _after_training("mmd", "none")),
+    ("domains.image.model.dropout", 0.2, _after_training("mmd", "none")),  # architecture: no new preparation
+    ("model.latent_dim", 8, _after_training("mmd", "none")),
+    ("training.max_epochs", 4, _after_training("mmd", "none")),
+    ("alignment.weight", 0.5, _after_training("mmd")),  # 'none' has no alignment loss
+    ("alignment.mmd.scales", [0.5, 2.0], _after_training("mmd")),
+    ("alignment.warmup_epochs", 2, _after_training("mmd", "none")),  # shared keys count for 'none' too
+    ("evaluation.label_k", 3, {("evaluate", "mmd"), ("evaluate", "none"), ("compare", "")}),
+    ("training.threads", 1, set()),  # how a job runs, not what it computes
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key,value,expected", RERUNS, ids=[r[0] for r in RERUNS])
+def test_a_config_change_reruns_exactly_the_affected_jobs(tiny_run, key, value, expected):
+    jobs = dry_run_jobs(tiny_run, _override(TINY, key, value))
+    if expected is None:
+        assert ("simulate", "") in jobs and len(jobs) == 1 + 3 + 2 * 3 + 2
+    else:
+        assert jobs == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("alignment={weight: 0.5}", _after_training("mmd")),
+        ("training={max_epochs: 4}", _after_training("mmd", "none")),
+        ("alignment={mmd: {unbiased: true}}", _after_training("mmd")),
+        ("training={early_stopping_patience: null}", set()),  # null is the default: nothing changes
+    ],
+)
+def test_config_overrides_on_the_command_line_are_typed(tiny_run, override, expected):
+    assert dry_run_jobs(tiny_run, TINY, "--config", override) == expected
 
 
 def test_invalid_config_stops_the_workflow_naming_the_key(tmp_path):

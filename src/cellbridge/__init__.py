@@ -1,6 +1,7 @@
 """cellbridge: translate single cells between imaging and sequencing modalities.
 
-One autoencoder per measurement domain (RNA, ATAC, protein, nucleus images) maps
+One autoencoder per measurement domain (RNA, ATAC, protein, nucleus images, or any
+real-valued features a user brings: PCA, topics, methylation rates) maps
 cells into a shared latent space; an alignment loss (adversarial, Wasserstein or
 MMD) pulls the domains together so cells can be encoded in one domain and decoded
 in another, following Yang et al., Nat. Commun. 12, 31 (2021).

@@ -28,6 +28,30 @@ class InputError(ValueError):
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
+class DiskFullError(InputError):
+    """No space was left on the device while writing an output.
+
+    After a failed HDF5 write the library's own exit handler can crash the interpreter
+    (a segfault once the error has been reported), so the command-line entry points end
+    the process through :func:`exit_process` instead of a normal shutdown.
+    """
+
+
+def exit_process(err: BaseException, code: int) -> None:
+    """End the process at once (no interpreter shutdown) after a :class:`DiskFullError`.
+
+    Does nothing for any other error. Standard streams are flushed first; callers close
+    their log files before calling.
+    """
+    if not isinstance(err, DiskFullError):
+        return
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 def require_path(path: str | os.PathLike, what: str = "input") -> Path:
     """Return ``path`` as a :class:`Path`, raising :class:`InputError` if it does not exist."""
     p = Path(path)
@@ -36,6 +60,49 @@ def require_path(path: str | os.PathLike, what: str = "input") -> Path:
     if p.is_file() and not os.access(p, os.R_OK):
         raise InputError(p, f"{what} is not readable")
     return p
+
+
+def load_tensors(path: str | os.PathLike, what: str, *, map_location: Any = "cpu") -> Any:
+    """``torch.load`` of tensors only, with a one-line :class:`InputError` when that fails.
+
+    Parameters
+    ----------
+    path
+        A file written by ``torch.save`` (a model's ``model.pt``, a training checkpoint).
+    what
+        What the file is, for the message (e.g. ``"model weights"``).
+    map_location
+        Passed to :func:`torch.load`.
+
+    Raises
+    ------
+    InputError
+        Naming ``path``: empty, truncated or not a PyTorch file, or holding objects other
+        than tensors and plain containers. The last is refused outright: such a pickle can
+        run code when loaded, so unlike torch's own message this never suggests
+        ``weights_only=False``.
+    """
+    import pickle
+
+    import torch
+
+    p = require_path(path, what)
+    if p.stat().st_size == 0:
+        raise InputError(p, f"{what} file is empty (an interrupted write?); delete it and rerun the step that wrote it")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise InputError(
+                p, f"{what} file holds objects other than tensors (a pickle that could run code); refused to load it"
+            ) from None
+        logger.debug("torch.load(%s) failed: %s", p, err)
+        raise InputError(p, f"{what} file is damaged (not a PyTorch file?); delete it and rerun the step that wrote it") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as err:
+        # torch reports truncated zip archives and foreign files with internal messages
+        # (a miniz error, a bare key) that say nothing to a user: kept for --verbose only
+        logger.debug("torch.load(%s) failed: %s", p, err)
+        raise InputError(p, f"{what} file is truncated or not a PyTorch file; delete it and rerun the step that wrote it") from None
 
 
 @contextlib.contextmanager
@@ -58,9 +125,67 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         # permissions a plain open() would (shared project folders on clusters).
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, dest)
+    except (OSError, RuntimeError) as err:
+        # writers report a full disk in their own words (torch: "enforce fail at
+        # inline_container.cc ... unexpected pos"); checked while the partial file still fills it
+        if _disk_full(err, dest.parent):
+            raise DiskFullError(dest, "no space left on the device while writing it; free some space and rerun") from err
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+#: free space below which a failed write is put down to a full disk
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write is explained by a full disk (or an exhausted quota)."""
+    import errno
+    import shutil
+
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def read_h5ad(path: str | os.PathLike, what: str):
+    """Read an AnnData, with an :class:`InputError` naming ``what`` when it is missing or unreadable.
+
+    Parameters
+    ----------
+    path
+        The ``.h5ad`` file.
+    what
+        What the file is, for the message (e.g. ``"translation rna -> image"``).
+    """
+    import anndata as ad
+
+    p = require_path(path, what)
+    try:
+        return ad.read_h5ad(p)
+    except (OSError, KeyError, ValueError) as err:
+        logger.debug("reading %s failed: %s", p, err)
+        raise InputError(p, f"{what} is not a readable .h5ad file (truncated?); delete it and rerun the step that wrote it") from None
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Errors whose message says all a user needs: reported in one line, without a traceback.
+
+    :class:`InputError` and :class:`~cellbridge.training.TrainingDivergedError` (looked up
+    only when training was imported, so checking never imports torch).
+    """
+    import sys
+
+    training = sys.modules.get("cellbridge.training")
+    expected: tuple[type[BaseException], ...] = (InputError,)
+    if training is not None:
+        expected += (training.TrainingDivergedError,)
+    return isinstance(err, expected)
 
 
 def _umask() -> int:
@@ -71,9 +196,45 @@ def _umask() -> int:
 
 def write_h5ad(adata, path: str | os.PathLike) -> Path:
     """Write an AnnData atomically (compressed) and return the destination path."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, _quiet_h5py_cleanup():
         adata.write_h5ad(tmp, compression="gzip")
     return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_h5py_cleanup() -> Iterator[None]:
+    """Keep h5py's clean-up errors after a failed write off stderr (logged at debug level).
+
+    When a write fails (a full disk), every HDF5 object freed on the way out fails to
+    flush, and h5py's ``__dealloc__`` prints its traceback twice (through
+    ``sys.excepthook`` and ``sys.unraisablehook``): dozens of lines burying the one error
+    that says what happened.
+    """
+    import sys
+    import traceback
+
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def from_h5py_cleanup(tb) -> bool:
+        return any("h5py/_objects" in frame.filename for frame in traceback.extract_tb(tb))
+
+    def unraisable_hook(unraisable) -> None:
+        if "h5py" in repr(unraisable.object) or from_h5py_cleanup(unraisable.exc_traceback):
+            logger.debug("h5py clean-up after a failed write: %s", unraisable.exc_value)
+        else:
+            previous_unraisable(unraisable)
+
+    def except_hook(kind, value, tb) -> None:
+        if from_h5py_cleanup(tb):
+            logger.debug("h5py clean-up after a failed write: %s", value)
+        else:
+            previous_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__, stages
-from ._io import InputError
+from ._io import InputError, exit_process, is_user_error
 from .config import load_config
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, dict], None]] = {}
@@ -59,7 +59,7 @@ def _prepare(args, config):
 
 @_command("train")
 def _train(args, config):
-    stages.train(config, args.method, args.seed, progress=not args.quiet)
+    stages.train(config, args.method, args.seed, progress=not args.quiet, fresh=args.fresh)
 
 
 @_command("translate")
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", "train one model (method x seed) on the prepared domains; resumes from its checkpoint")
     model_args(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--fresh", action="store_true", help="start from epoch 1, ignoring any checkpoint of an earlier run")
     p = add(
         "translate",
         "translate every domain into every domain with a trained model, or (with --model) "
@@ -177,8 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if needs_config and args.command in ("train", "evaluate", "translate") and args.method is None:
             raise InputError(args.config, f"{args.command} needs --method (one of {', '.join(stages.methods(config))})")
         _COMMANDS[args.command](args, config)
-    except (InputError, KeyError) as err:
+    except Exception as err:
+        if not (is_user_error(err) or isinstance(err, KeyError)):
+            raise
         print(f"cellbridge {args.command}: error: {err}", file=sys.stderr)
+        exit_process(err, 2)
         return 2
     return 0
 

@@ -66,14 +66,92 @@ def format_validation_error(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}{allowed}"
 
 
+def coerce_config(config: dict[str, Any], schema: dict | None = None) -> dict[str, Any]:
+    """Give string values the type the schema asks for, in place, before validation.
+
+    ``snakemake --config`` parses a top-level value as a number or boolean, but every
+    value inside a mapping (``'training={max_epochs: 3}'``) and a list arrives as a
+    string. A string is replaced by its YAML reading (number, boolean, null) where the
+    schema rejects the string but accepts that reading; a string the schema accepts is
+    kept, except ``null``/``~`` where null is allowed (a path called "null" is far less
+    likely than a user switching an option off). Top-level numbers where the schema wants
+    a string (``run=2024``) become that string.
+
+    Parameters
+    ----------
+    config
+        The configuration as loaded and merged with command-line overrides.
+    schema
+        The schema (default: :func:`load_schema`).
+
+    Returns
+    -------
+    dict
+        ``config``, coerced in place.
+    """
+    root = schema if schema is not None else load_schema()
+    validator = Draft202012Validator(root)
+
+    def resolve(sub: Any) -> dict:
+        # local references only ("#/$defs/name"), as the shipped schema uses
+        while isinstance(sub, dict) and "$ref" in sub:
+            target: Any = root
+            for part in sub["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            sub = {**target, **{k: v for k, v in sub.items() if k != "$ref"}}
+        return sub if isinstance(sub, dict) else {}
+
+    def accepts(sub: dict, value: Any) -> bool:
+        return validator.evolve(schema=sub).is_valid(value)
+
+    def coerce(value: Any, sub: Any) -> Any:
+        sub = resolve(sub)
+        if not sub:
+            return value
+        if isinstance(value, dict):
+            props = sub.get("properties", {})
+            extra = sub.get("additionalProperties")
+            for key in list(value):
+                child = props.get(key, extra if isinstance(extra, dict) else None)
+                if child is not None:
+                    value[key] = coerce(value[key], child)
+            return value
+        if isinstance(value, list) and isinstance(sub.get("items"), dict):
+            return [coerce(v, sub["items"]) for v in value]
+        if isinstance(value, str):
+            try:
+                reading = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            if isinstance(reading, str):
+                try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+                    reading = float(value)
+                except ValueError:
+                    return value
+            if isinstance(reading, dict | list):
+                return value
+            if reading is None and accepts(sub, None):
+                return None
+            if not accepts(sub, value) and accepts(sub, reading):
+                return reading
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not accepts(sub, value) and accepts(sub, str(value)):
+                return str(value)
+        return value
+
+    return coerce(config, root)
+
+
 def validate_config(config: dict[str, Any], *, source: str | os.PathLike | None = None) -> dict:
-    """Validate ``config`` in place against the schema, filling defaults.
+    """Coerce, then validate ``config`` in place against the schema, filling defaults.
 
     Raises
     ------
     InputError
         Naming ``source`` (the config file), the key and the allowed values.
     """
+    coerce_config(config)
     validator = _validator_filling_defaults()(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -91,9 +169,44 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def check_names(config: dict[str, Any], *, source: str | os.PathLike | None = None) -> None:
+    """Run and domain names must give distinct paths inside ``results/{run}/``.
+
+    Raises
+    ------
+    InputError
+        When ``run`` is made of dots only (``.``/``..`` would write beside or into
+        ``results/`` itself), when two domain names differ only by case (one file on
+        case-insensitive file systems), or when two domain pairs give the same
+        ``{source}_to_{target}`` file name (e.g. domains ``x`` and ``x_to_x``: one
+        translation would overwrite the other).
+    """
+    where = source or "config"
+    run = str(config["run"])
+    if set(run) <= {"."}:
+        raise InputError(where, f"run: {run!r} is not a folder name results/ can hold; use letters, digits, _ or -")
+    names = list(config["domains"])
+    folded: dict[str, str] = {}
+    for name in names:
+        other = folded.setdefault(name.lower(), name)
+        if other != name:
+            raise InputError(where, f"domains: {other!r} and {name!r} differ only by case; their files would collide")
+    pairs: dict[str, tuple[str, str]] = {}
+    for s in names:
+        for t in names:
+            other_pair = pairs.setdefault(f"{s}_to_{t}", (s, t))
+            if other_pair != (s, t):
+                raise InputError(
+                    where,
+                    f"domains: the translations {other_pair[0]} -> {other_pair[1]} and {s} -> {t} would both be "
+                    f"written to {s}_to_{t}.h5ad; rename one of these domains",
+                )
+
+
 def check_config(config: dict[str, Any], *, source: str | os.PathLike | None = None) -> None:
     """Cross-field checks the schema cannot express."""
     where = source or "config"
+    check_names(config, source=source)
     for name, dom in config["domains"].items():
         mod, inp = dom["modality"], dom["input"]
         if inp == "simulated":
@@ -116,6 +229,11 @@ def check_config(config: dict[str, Any], *, source: str | os.PathLike | None = N
         raise InputError(
             where, f"truth: '{truth}' needs at least one domain whose input is '{truth}'"
         )
+    if truth not in (None, "simulated", "scicar"):
+        from .truth import read_truth
+
+        # only evaluation reads it, after training: a wrong file must stop the run at its start
+        read_truth(truth, nrows=100)
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:

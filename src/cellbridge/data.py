@@ -22,7 +22,8 @@ import torch
 
 from ._io import InputError
 
-MODALITIES = ("rna", "atac", "protein", "image")
+#: modalities a prepared domain may have; everything but "image" is a vector domain
+MODALITIES = ("rna", "atac", "protein", "image", "features")
 #: obs column marking held-out cells; cells with value ``"test"`` are never trained on
 SPLIT_KEY = "split"
 

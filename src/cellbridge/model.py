@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._io import InputError, atomic_path, write_json, write_table
+from ._io import InputError, atomic_path, load_tensors, write_json, write_table
 from .align import LabelClassifier, get_aligner
 from .data import (
     DomainData,
@@ -42,7 +42,7 @@ from .data import (
 )
 from .nn.autoencoder import CrossModalModule, DomainAutoencoder, architecture_options
 from .nn.likelihoods import make_likelihood, resolve_likelihood
-from .training import AnchorSet, Callback, Trainer, TrainingPlan, resolve_device
+from .training import AnchorSet, Callback, Trainer, TrainingPlan, check_label_supervision, resolve_device
 
 logger = logging.getLogger("cellbridge")
 
@@ -305,16 +305,6 @@ class CrossModalModel:
             after warm-up.
         align_weight, label_weight, anchor_weight
             Weights of the alignment loss, the label classifier and the anchors.
-        label_smoothing
-            Label smoothing of the label classifier's cross-entropy, in [0, 1):
-            it stops the classifier from pushing cell types ever further apart,
-            which would flatten the structure within each type (see
-            :meth:`cellbridge.align.LabelClassifier.loss`).
-        match_label_batches
-            Draw every domain's minibatch with the same label counts as the first
-            domain's (when every domain has labels; see
-            :class:`~cellbridge.training.LabelMatchedSampler`), so the alignment
-            loss compares batches of equal composition.
         validation_fraction
             Held-out fraction of each domain's training cells.
         early_stopping_patience
@@ -353,6 +343,7 @@ class CrossModalModel:
             early_stopping_patience=early_stopping_patience, min_delta=min_delta, grad_clip=grad_clip,
             use_test_cells=use_test_cells, seed=self.config["seed"],
         )
+        check_label_supervision(self.data, self.config["label_key"], self.config["labels"], use_test_cells=use_test_cells)
         trainer = Trainer(
             self.module, self.data, plan, anchors=self.anchors, device=self.device, fingerprint=self.config,
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
@@ -541,13 +532,26 @@ class CrossModalModel:
         for f in (MODEL_FILE, CONFIG_FILE):
             if not (path / f).exists():
                 raise InputError(path / f, "is missing; not a saved cellbridge model folder")
-        meta = json.loads((path / CONFIG_FILE).read_text())
         self = cls.__new__(cls)
-        self.config = meta["config"]
+        try:
+            self.config = json.loads((path / CONFIG_FILE).read_text())["config"]
+            self.module = build_module(self.config)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSON errors are ValueErrors
+            detail = f"no key {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+            raise InputError(
+                path / CONFIG_FILE, f"is not a valid cellbridge model configuration ({detail}); save the model again"
+            ) from None
         self.device = resolve_device(device)
-        self.module = build_module(self.config)
-        state = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
-        self.module.load_state_dict(state)
+        state = load_tensors(path / MODEL_FILE, "model weights")
+        try:
+            self.module.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError):
+            # torch lists every mismatching tensor over many lines; the cause is one of two files
+            raise InputError(
+                path,
+                f"{MODEL_FILE} does not fit the architecture in {CONFIG_FILE} (files of different models "
+                "or an edited config.json); save the model again",
+            ) from None
         self.module.to(self.device).eval()
         self.adatas, self.data, self.anchors = {}, {}, []
         for name, adata in (adatas or {}).items():

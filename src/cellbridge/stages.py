@@ -8,12 +8,13 @@ so the Snakefile and the CLI cannot disagree about where a file lives.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from ._io import InputError, write_h5ad
+from ._io import InputError, read_h5ad, write_h5ad
 
 logger = logging.getLogger("cellbridge")
 
@@ -94,12 +95,23 @@ def import_scicar(config: dict[str, Any], out_dir: PathLike | None = None) -> di
 
 
 def _sequencing_preparer(modality: str):
+    """The preparer of a vector modality (every one reads its input with ``read_counts``).
+
+    An unknown modality is an error: falling back to one of them would preprocess the
+    data as something it is not (e.g. CLR-transform values that are not protein counts).
+    """
     if modality == "rna":
         from .preprocess.rna import prepare_rna as prepare
     elif modality == "atac":
         from .preprocess.atac import prepare_atac as prepare
-    else:
+    elif modality == "protein":
         from .preprocess.protein import prepare_protein as prepare
+    elif modality == "features":
+        from .preprocess.features import prepare_features as prepare
+    else:
+        raise InputError(
+            None, f"no preprocessing for modality {modality!r}; known: rna, atac, protein, features, image"
+        )
     return prepare
 
 
@@ -122,7 +134,8 @@ def prepare_domain(
     output
         Destination ``.h5ad`` (default ``results/{run}/prepared/{domain}.h5ad``).
     plot
-        Optional PNG: the QC plot (sequencing) or a contact sheet of crops (images).
+        Optional PNG: the QC plot (vector domains: sequencing and ``features``) or a contact
+        sheet of crops (images).
     input_path
         Override the raw input (default: resolved from the config).
     """
@@ -131,6 +144,8 @@ def prepare_domain(
         raise InputError(None, f"unknown domain '{domain}'; the config defines: {known}")
     dom = config["domains"][domain]
     modality = dom["modality"]
+    # before anything is read, so a modality without a preparer fails with its name
+    prepare = None if modality == "image" else _sequencing_preparer(modality)
     params = dict(config["preprocess"][modality])
     src = Path(input_path) if input_path is not None else domain_input(config, domain)
     label_key = config["label_key"]
@@ -147,7 +162,6 @@ def prepare_domain(
         from .preprocess.counts import read_counts
         from .preprocess.qc import plot_qc
 
-        prepare = _sequencing_preparer(modality)
         raw = read_counts(src, layer=dom["layer"], transpose=dom["transpose"])
         adata = prepare(
             raw, domain=domain, label_key=label_key, labels=dom["labels"], source=str(src), **params
@@ -188,24 +202,35 @@ def metrics_path(config: dict[str, Any], method: str, seed: int | str) -> Path:
 
 def read_prepared(config: dict[str, Any], paths: dict[str, PathLike] | None = None) -> dict:
     """The prepared AnnData of every domain, keyed by domain name."""
-    import anndata as ad
-
     paths = paths or {d: prepared_path(config, d) for d in config["domains"]}
-    return {d: ad.read_h5ad(p) for d, p in paths.items()}
+    return {d: read_h5ad(p, f"prepared domain {d!r}") for d, p in paths.items()}
 
 
 def _anchors(config: dict[str, Any]):
     table = config["alignment"]["anchors"]["table"]
     if table is None:
         return None
+    import csv
+
     import pandas as pd
 
     from ._io import require_path
 
-    anchors = pd.read_csv(require_path(table, "anchor table"), sep=None, engine="python")
+    try:
+        anchors = pd.read_csv(require_path(table, "anchor table"), sep=None, engine="python")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(table, f"not a readable anchor table ({type(err).__name__})") from None
+    domains = ", ".join(config["domains"])
+    named = [c for c in anchors.columns if c in config["domains"]]
+    if len(named) < 2:
+        # the header of a file that is no table is its first line: not echoed as column names
+        raise InputError(
+            table, f"an anchor table needs a header naming at least two domains ({domains}); its header names {len(named)}"
+        )
     unknown = set(anchors.columns) - set(config["domains"])
     if unknown:
-        raise InputError(table, f"anchor columns {sorted(unknown)} are not domains ({', '.join(config['domains'])})")
+        shown = [str(c)[:40] for c in sorted(map(str, unknown))[:5]]
+        raise InputError(table, f"anchor columns {shown} are not domains ({domains})")
     return anchors
 
 
@@ -260,13 +285,15 @@ def train(
     out_dir: PathLike | None = None,
     checkpoints: PathLike | None = None,
     progress: bool = False,
+    fresh: bool = False,
 ):
     """Train one model (method x seed); write it, its history, loss curves and latents.
 
     Held-out cells (``obs["split"] == "test"``) are excluded from training; the latent
     of every cell is written, one ``{domain}.h5ad`` per domain with ``obsm["X_cellbridge"]``.
     An interrupted run resumes from ``checkpoints`` (default
-    ``results/{run}/checkpoints/{method}/seed{seed}``).
+    ``results/{run}/checkpoints/{method}/seed{seed}``) unless ``fresh`` is true; a
+    checkpoint written under another configuration is set aside with a warning.
     """
     import torch
 
@@ -293,7 +320,7 @@ def train(
         early_stopping_patience=tr["early_stopping_patience"],
         checkpoint_dir=checkpoints if checkpoints is not None else checkpoint_dir(config, method, seed),
         checkpoint_every=tr["checkpoint_every"],
-        resume=True,
+        resume=not fresh,
         progress=progress,
     )
     out = Path(out_dir) if out_dir is not None else model_dir(config, method, seed)
@@ -406,7 +433,6 @@ def evaluate(
     model_path: PathLike | None = None,
 ) -> dict[str, Any]:
     """Score one model on held-out cells; write ``metrics/{method}/seed{seed}.json`` and plots."""
-    import anndata as ad
     import numpy as np
 
     from ._io import write_json
@@ -415,10 +441,15 @@ def evaluate(
     from .truth import cell_ids_for, paired_indices
 
     domains = list(config["domains"])
-    lat = {d: ad.read_h5ad((latents or {}).get(d) or model_dir(config, method, seed) / f"{d}.h5ad") for d in domains}
+    lat = {
+        d: read_h5ad((latents or {}).get(d) or model_dir(config, method, seed) / f"{d}.h5ad", f"latent of {d!r}")
+        for d in domains
+    }
     prep = read_prepared(config, prepared)
     trans = {
-        (s, t): ad.read_h5ad((translated or {}).get((s, t)) or translated_path(config, method, seed, s, t))
+        (s, t): read_h5ad(
+            (translated or {}).get((s, t)) or translated_path(config, method, seed, s, t), f"translation {s} -> {t}"
+        )
         for s in domains
         for t in domains
     }
@@ -464,7 +495,6 @@ def plot_latents(
     All models are embedded in one process: UMAP's numba compilation (tens of seconds)
     is then paid once per run rather than once per model.
     """
-    import anndata as ad
     import numpy as np
 
     from .evaluate import LATENT_KEY, held_out_mask, labels_for
@@ -474,7 +504,7 @@ def plot_latents(
     truth = _truth_or_none(config)
     label_key = config["label_key"]
     for method, model_seed, latents, png in items:
-        lat = {d: ad.read_h5ad(p) for d, p in latents.items()}
+        lat = {d: read_h5ad(p, f"latent of {d!r}") for d, p in latents.items()}
         z, labels = {}, {}
         for d, a in lat.items():
             held = a[held_out_mask(a)[0]]
@@ -568,14 +598,16 @@ def translate_query(
     reference); features are matched by name and a mismatch names the missing and extra
     features. Nothing is retrained.
     """
-    import anndata as ad
-
     from ._io import require_path
     from .model import CrossModalModel
 
-    adata = ad.read_h5ad(require_path(query, "query AnnData"))
-    model = CrossModalModel.load(require_path(model_path, "model folder"), {source: adata})
-    out = model.translate(source, target, adata)
+    adata = read_h5ad(query, "query AnnData")
+    model = CrossModalModel.load(require_path(model_path, "model folder"))
+    try:
+        out = model.translate(source, target, adata)
+    except InputError as err:
+        # these cells come from the query file, whatever raw input its uns records
+        raise InputError(query, f"as {source!r} cells for this model: {err.problem}") from None
     write_h5ad(out, output)
     logger.info("translated %d %s cells into %s -> %s", adata.n_obs, source, target, output)
     return out
@@ -594,8 +626,6 @@ def generate_cells(
 ) -> dict[str, Path]:
     """Sample ``n`` latent points (prior, or around a group's cells) and decode them into
     every domain; writes ``{domain}.h5ad`` per domain into ``out_dir``."""
-    import anndata as ad
-
     from ._io import require_path
     from .generate import generate, sample_latent
     from .model import CrossModalModel
@@ -605,7 +635,7 @@ def generate_cells(
     if around is not None:
         if domain is None:
             raise InputError(around, "--domain is needed to encode the cells to sample around")
-        cells = ad.read_h5ad(require_path(around, "cells to sample around"))
+        cells = read_h5ad(around, "cells to sample around")
         if groupby is not None:
             if groupby not in cells.obs:
                 raise InputError(around, f"obs has no column {groupby!r}")
@@ -618,3 +648,110 @@ def generate_cells(
     for d, adata in generate(model, z).items():
         paths[d] = write_h5ad(adata, Path(out_dir) / f"{d}.h5ad")
     return paths
+
+
+# --------------------------------------------------------------------------- rerun triggers
+#: training options that change how a job runs, not what it computes: changing them
+#: must not throw trained models away
+_TRAINING_EXECUTION_KEYS = ("threads", "device", "checkpoint_every")
+
+
+@functools.cache
+def _alignment_methods() -> tuple[str, ...]:
+    """Every alignment method the schema knows (each may have its own ``alignment.<method>`` section)."""
+    from .config import load_schema
+
+    return tuple(load_schema()["properties"]["alignment"]["properties"]["methods"]["items"]["enum"])
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-able ``value`` with integral floats as ints, so ``1`` and ``1.0`` digest alike."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def settings_digest(settings: Any) -> str:
+    """A short hash of JSON-able ``settings`` that is stable across processes and key order.
+
+    Parameters
+    ----------
+    settings
+        The configuration a job depends on (see :func:`stage_settings`).
+
+    Returns
+    -------
+    str
+        16 hex digits; the workflow passes it as a rule's ``params`` so Snakemake's
+        ``params`` rerun trigger reruns the job (and everything downstream) when it changes.
+    """
+    import hashlib
+    import json
+
+    blob = json.dumps(_canonical(settings), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_settings(
+    config: dict[str, Any], stage: str, *, domain: str | None = None, method: str | None = None
+) -> dict[str, Any]:
+    """The part of the configuration that one job of ``stage`` reads, beyond its input files.
+
+    Everything a stage function above takes from ``config`` is listed here and nothing
+    else, so a config change reruns exactly the jobs whose result it changes (their
+    downstream jobs follow through their newer inputs). Settings that only decide which
+    jobs exist (``alignment.methods``, ``seeds``, domain names) change the job list instead.
+
+    Parameters
+    ----------
+    config
+        Validated configuration.
+    stage
+        ``simulate``, ``import_scicar``, ``prepare`` (needs ``domain``), ``train`` (needs
+        ``method``), ``translate``, ``evaluate`` or ``plot_latents``.
+    domain, method
+        The job's wildcards.
+    """
+    align = config["alignment"]
+    if stage == "simulate":
+        return dict(config["simulate"])
+    if stage == "import_scicar":
+        return {k: v for k, v in config["scicar"].items() if k != "path"}  # the path is the input
+    if stage == "prepare":
+        dom = config["domains"][domain]
+        return {
+            # the domain's 'model' entry is the autoencoder's architecture: training only
+            "domain": {k: v for k, v in dom.items() if k != "model"},
+            "preprocess": config["preprocess"][dom["modality"]],
+            # images are labelled through 'annotations', sequencing domains by label_key
+            "label_key": None if dom["modality"] == "image" else config["label_key"],
+        }
+    if stage == "train":
+        options = aligner_options(config, method)
+        use_labels = method != "none" and (align["labels"]["use"] or bool(options.get("conditional")))
+        # alignment keys not named here (the schedule, the correspondence prior, any added
+        # later) count for every method, 'none' included: a prior may apply to it too
+        handled = {"methods", "baseline", "weight", "labels", "anchors", *_alignment_methods()}
+        return {
+            "model": config["model"],
+            "architectures": {d: dom["model"] for d, dom in config["domains"].items()},
+            "training": {k: v for k, v in config["training"].items() if k not in _TRAINING_EXECUTION_KEYS},
+            "aligner": options,
+            "align_weight": alignment_weight(config, method),
+            "alignment": {k: v for k, v in align.items() if k not in handled},
+            # labels are off for 'none' (build_model)
+            "labels": dict(align["labels"], label_key=config["label_key"]) if use_labels else None,
+            "anchors": align["anchors"],
+        }
+    if stage == "translate":
+        # labels and truth only annotate the galleries of image targets
+        return {"label_key": config["label_key"], "truth": config["truth"]} if image_pairs(config) else {}
+    if stage == "evaluate":
+        return {"evaluation": config["evaluation"], "label_key": config["label_key"], "truth": config["truth"]}
+    if stage == "plot_latents":
+        return {"label_key": config["label_key"], "truth": config["truth"]}
+    raise ValueError(f"no settings are defined for stage {stage!r}")

@@ -36,7 +36,10 @@ Checkpoints
 Every ``checkpoint_every`` epochs (and at the end) the module, optimiser states,
 history, early-stopping state, epoch and RNG states are written atomically to
 ``checkpoint_dir/checkpoint.pt``. A rerun with ``resume=True`` continues from it
-and, on CPU, reproduces the history of an uninterrupted run. A non-finite loss
+and, on CPU, reproduces the history of an uninterrupted run. A checkpoint that
+cannot be resumed (unreadable, written under another configuration, or past
+``max_epochs``) is renamed to ``checkpoint.damaged.pt``/``checkpoint.stale.pt``
+with a warning and training starts afresh. A non-finite loss
 raises :class:`TrainingDivergedError` naming the loss term and the epoch; the
 last good checkpoint is left untouched.
 """
@@ -57,7 +60,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._io import InputError, atomic_path, save_figure
+from ._io import InputError, atomic_path, load_tensors, save_figure
 from .align import anchor_loss
 from .data import DomainData
 from .nn.autoencoder import CrossModalModule
@@ -66,6 +69,9 @@ logger = logging.getLogger("cellbridge")
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+#: growth of the reconstruction loss over its value when a run starts that only a
+#: diverging run shows (training lowers it; alignment costs a little, never 10x)
+EXPLODING_LOSS_FACTOR = 10.0
 #: held-out cells per domain used for the validation alignment loss (bounds its OT cost)
 MAX_VALIDATION_ALIGN_CELLS = 512
 
@@ -168,6 +174,76 @@ def split_validation(n_cells: np.ndarray, fraction: float, rng: np.random.Genera
     if fraction > 0 and len(perm) >= 10:
         n_val = max(n_val, 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def check_label_supervision(
+    data: Mapping[str, DomainData],
+    label_key: str | None,
+    categories: Sequence[str],
+    *,
+    use_test_cells: bool = False,
+) -> None:
+    """Refuse label supervision with nothing to learn from; warn about partly labelled domains.
+
+    Labels reach a domain through a join (a label table, image annotations matched by
+    position), so a wrong file or swapped coordinates leave cells unlabelled without
+    any error upstream; training would then go ahead supervised by nothing.
+
+    Parameters
+    ----------
+    data
+        Registered domains by name.
+    label_key
+        The supervising obs column; ``None``: no supervision, nothing to check.
+    categories
+        Label names in code order.
+    use_test_cells
+        Whether held-out cells are trained on (else they are not counted).
+
+    Raises
+    ------
+    InputError
+        Naming the domain: no training cell labelled, a label with fewer than 2
+        labelled training cells, or no label in common with any other domain.
+    """
+    if label_key is None:
+        return
+    found: dict[str, set[int]] = {}
+    for name, domain in data.items():
+        cells = domain.training_cells(use_test_cells=use_test_cells)
+        labels = domain.labels.cpu().numpy() if isinstance(domain.labels, torch.Tensor) else domain.labels
+        codes = np.asarray(labels)[cells] if labels is not None else np.full(len(cells), -1)
+        known = codes[codes >= 0]
+        where = f"domain {name!r}"
+        if len(known) == 0:
+            raise InputError(
+                where,
+                f"none of its {len(cells)} training cells has a label in obs[{label_key!r}], but training is "
+                "supervised by labels; check the labels table or image annotations (file names, x/y), "
+                "or train without label supervision",
+            )
+        values, counts = np.unique(known, return_counts=True)
+        rare = [f"{categories[v]} ({c})" for v, c in zip(values, counts, strict=True) if c < 2]
+        if rare:
+            raise InputError(
+                where,
+                f"label(s) with fewer than 2 labelled training cells in obs[{label_key!r}]: {', '.join(rare)}; "
+                "merge or drop these labels, or train without label supervision",
+            )
+        if len(known) < len(codes):
+            logger.warning(
+                "%s: %d of %d training cells have no label in obs[%r]; label supervision uses the %d labelled ones",
+                where, len(codes) - len(known), len(codes), label_key, len(known),
+            )
+        found[name] = set(values.tolist())
+    for name, labels in found.items():
+        others = set().union(*(v for k, v in found.items() if k != name))
+        if len(found) > 1 and not labels & others:
+            raise InputError(
+                f"domain {name!r}",
+                f"shares no label in obs[{label_key!r}] with the other domains ({', '.join(sorted(categories[i] for i in labels))} "
+                f"against {', '.join(sorted(categories[i] for i in others))}); labels must name the same groups in every domain",
+            )
 
 
 class BalancedSampler:
@@ -518,13 +594,20 @@ class Trainer:
         """Restore the state from ``checkpoint_dir``; return the epoch it was written after (0 if none)."""
         if self.checkpoint_path is None or not self.resume or not self.checkpoint_path.exists():
             return 0
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
-            raise InputError(
-                self.checkpoint_path,
-                "checkpoint was written by a run with a different model or training configuration; "
-                "delete it, choose another checkpoint_dir, or train with resume=False",
-            )
+        try:
+            state = load_tensors(self.checkpoint_path, "checkpoint", map_location=self.device)
+        except InputError as err:
+            # a rerun must recover by itself: an unreadable checkpoint only costs the epochs in it
+            # (the problem without its advice to delete the file, which setting it aside replaces)
+            self._set_aside_checkpoint("damaged", err.problem.split("; ")[0])
+            return 0
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
+            self._set_aside_checkpoint("stale", "written by a run with a different model or training configuration")
+            return 0
+        if int(state["epoch"]) > self.plan.max_epochs:
+            # training cannot be undone: resuming would return a model trained for longer than asked
+            self._set_aside_checkpoint("stale", f"written after epoch {state['epoch']}, beyond max_epochs={self.plan.max_epochs}")
+            return 0
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.critic_optimizer is not None:
@@ -538,6 +621,17 @@ class Trainer:
         self.last_checkpoint_epoch = int(state["epoch"])
         logger.info("resuming from %s after epoch %d", self.checkpoint_path, state["epoch"])
         return int(state["epoch"])
+
+    def _set_aside_checkpoint(self, reason: str, problem: str) -> Path:
+        """Rename an unusable checkpoint to ``checkpoint.<reason>.pt`` with a warning; training restarts.
+
+        Kept rather than deleted so the user can still inspect it; one file per reason,
+        replaced on the next occasion, so set-aside checkpoints never pile up.
+        """
+        aside = self.checkpoint_path.with_name(f"{self.checkpoint_path.stem}.{reason}{self.checkpoint_path.suffix}")
+        self.checkpoint_path.replace(aside)
+        logger.warning("checkpoint %s: %s; set aside as %s, training starts from epoch 1", self.checkpoint_path, problem, aside.name)
+        return aside
 
     # ------------------------------------------------------------ early stop
     def _update_early_stopping(self, epoch: int, row: Mapping[str, float]) -> bool:
@@ -556,6 +650,20 @@ class Trainer:
         patience = self.plan.early_stopping_patience
         return patience is not None and self.best["bad_epochs"] >= patience
 
+    @torch.no_grad()
+    def _reference_recon(self, n_cells: int = 256) -> float:
+        """Reconstruction loss of the model as it starts, on a few training cells per domain.
+
+        The scale a sane run stays below; deterministic (eval mode, no sampling, the
+        first cells), so it leaves every random stream of the run untouched.
+        """
+        self.module.eval()
+        total = 0.0
+        for name in self.domains:
+            batch = self.data[name].batch(self.train_cells[name][:n_cells], self.device)
+            total += float(self.module.domain_losses(name, batch, sample=False)[1])
+        return abs(total)
+
     # -------------------------------------------------------------------- fit
     def fit(self) -> pd.DataFrame:
         """Train until ``max_epochs`` or early stopping; return the per-epoch history."""
@@ -567,6 +675,7 @@ class Trainer:
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.plan.seed)
             start = self.load_checkpoint()
+            reference, warned = self._reference_recon(), False
             if self.best.get("stopped"):
                 start = self.plan.max_epochs
             bar = tqdm(range(start + 1, self.plan.max_epochs + 1), disable=not self.progress, desc="training", unit="epoch")
@@ -578,6 +687,15 @@ class Trainer:
                 row.update(self.validate())
                 row["seconds"] = time.perf_counter() - t0
                 self.history.append(row)
+                if not warned and _recon_total(row) > EXPLODING_LOSS_FACTOR * reference:
+                    # a too-high learning rate need not give NaN: losses can settle at 1e16
+                    # and the run "succeed" with a useless model
+                    warned = True
+                    logger.warning(
+                        "reconstruction loss %.3g at epoch %d is over %g x its value when this run started "
+                        "(%.3g): training is diverging; lower the learning rate (lr=%g)",
+                        _recon_total(row), epoch, EXPLODING_LOSS_FACTOR, reference, self.plan.lr,
+                    )
                 stop = self._update_early_stopping(epoch, row)
                 self.best["stopped"] = stop
                 if stop or epoch % self.checkpoint_every == 0 or epoch == self.plan.max_epochs:
@@ -593,6 +711,11 @@ class Trainer:
             self.module.load_state_dict(self.best["state"])
         self.module.eval()
         return history_frame(self.history)
+
+
+def _recon_total(row: Mapping[str, float]) -> float:
+    """Summed training reconstruction loss of a history row."""
+    return sum(v for k, v in row.items() if k.startswith("recon_"))
 
 
 def _restrict_anchors(anchors: AnchorSet, train_set: Mapping[str, set]) -> AnchorSet:

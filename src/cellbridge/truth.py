@@ -19,22 +19,35 @@ from ._io import InputError, require_path
 IMAGE_KEYS = ("source_file", "centroid_y", "centroid_x")
 
 
-def read_truth(path: str | os.PathLike) -> pd.DataFrame:
+def read_truth(path: str | os.PathLike, *, nrows: int | None = None) -> pd.DataFrame:
     """Read and check a truth table (TSV).
+
+    Parameters
+    ----------
+    path
+        The table.
+    nrows
+        Read and check only the first rows (a quick check when the config is loaded,
+        long before evaluation reads the whole table).
 
     Raises
     ------
     InputError
-        When the file is missing, lacks ``cell_id``, or has rows identified neither by
-        ``obs_name`` nor by ``source_file`` + centroid.
+        When the file is missing, not a tab-separated table, lacks ``cell_id``, or has
+        rows identified neither by ``obs_name`` nor by ``source_file`` + centroid.
     """
     p = require_path(path, "truth table")
     try:
-        table = pd.read_csv(p, sep="\t", dtype={"cell_id": str, "obs_name": str, "source_file": str})
+        table = pd.read_csv(p, sep="\t", nrows=nrows, dtype={"cell_id": str, "obs_name": str, "source_file": str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise InputError(p, f"not a readable TSV truth table: {err}") from err
+        raise InputError(p, f"not a readable TSV truth table ({type(err).__name__})") from None
     if "cell_id" not in table:
-        raise InputError(p, f"truth table has no 'cell_id' column (columns: {', '.join(table.columns)})")
+        # the header of a file that is no table would be its whole first line: not echoed
+        found = "a single column: not tab-separated?" if table.shape[1] < 2 else f"{table.shape[1]} columns"
+        raise InputError(
+            p, f"truth table has no 'cell_id' column ({found}); expected cell_id, domain, obs_name (+ source_file, "
+            "centroid_y, centroid_x for nuclei)"
+        )
     has_name = table["obs_name"].notna() if "obs_name" in table else pd.Series(False, index=table.index)
     has_pos = (
         table[list(IMAGE_KEYS)].notna().all(axis=1)

@@ -9,7 +9,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from cellbridge import stages  # noqa: E402
 from cellbridge.config import check_config, normalize_config  # noqa: E402
+from cellbridge.config import coerce_config  # noqa: E402
 
+# --config values inside mappings and lists arrive as strings ('training={max_epochs: 3}')
+coerce_config(config)
 validate(config, "../schemas/config.schema.yaml")
 check_config(config, source="config")
 normalize_config(config)
@@ -42,7 +45,8 @@ def uses_input(kind):
 def raw_input_files(domain):
     """Files Snakemake must see for a domain's raw input (a glob expands here)."""
     src = str(stages.domain_input(config, domain))
-    if _GLOB_CHARS & set(src):
+    # an existing path is taken literally (a field named "plate[1].tif"), as prepare does
+    if _GLOB_CHARS & set(src) and not Path(src).exists():
         import glob
 
         return sorted(glob.glob(src))
@@ -54,6 +58,10 @@ def prepare_inputs(wildcards):
     ann = stages.annotations_input(config, wildcards.domain)
     if ann is not None:
         files["annotations"] = str(ann)
+    # a label table (not an obs column name): edits to it must redo the preparation
+    labels = config["domains"][wildcards.domain].get("labels")
+    if labels is not None and Path(labels).is_file():
+        files["labels"] = labels
     return files
 
 
@@ -65,6 +73,31 @@ def model_files(wildcards):
         "model_config": f"{base}/config.json",
         "latents": [f"{base}/{d}.h5ad" for d in DOMAINS],
     }
+
+
+def settings(stage):
+    """A ``params:`` value: the digest of the config a ``stage`` job reads.
+
+    Snakemake's ``params`` rerun trigger then reruns exactly the jobs whose settings
+    changed, and their downstream jobs (see ``stages.stage_settings``).
+    """
+
+    def digest(wildcards):
+        return stages.settings_digest(
+            stages.stage_settings(
+                config,
+                stage,
+                domain=getattr(wildcards, "domain", None),
+                method=getattr(wildcards, "method", None),
+            )
+        )
+
+    return digest
+
+
+def anchors_input():
+    table = config["alignment"]["anchors"]["table"]
+    return [] if table is None else [table]
 
 
 def truth_input():

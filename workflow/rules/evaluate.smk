@@ -39,6 +39,8 @@ rule evaluate:
         f"{RESULTS}/benchmarks/evaluate/{{method}}/seed{{seed}}.tsv"
     conda:
         "../../envs/evaluation.yaml"
+    params:
+        settings=settings("evaluate"),
     script:
         "../scripts/evaluate.py"
 
@@ -71,6 +73,8 @@ rule plot_latents:
         f"{RESULTS}/benchmarks/plot_latents.tsv"
     conda:
         "../../envs/evaluation.yaml"
+    params:
+        settings=settings("plot_latents"),
     script:
         "../scripts/plot_latents.py"
 

@@ -21,6 +21,8 @@ rule simulate:
         f"{RESULTS}/benchmarks/simulate.tsv"
     conda:
         "../../envs/preprocessing.yaml"
+    params:
+        settings=settings("simulate"),
     script:
         "../scripts/simulate.py"
 
@@ -36,5 +38,7 @@ rule import_scicar:
         f"{LOGS}/import_scicar.log",
     conda:
         "../../envs/preprocessing.yaml"
+    params:
+        settings=settings("import_scicar"),
     script:
         "../scripts/import_scicar.py"

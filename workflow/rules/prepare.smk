@@ -20,5 +20,6 @@ rule prepare:
         "../../envs/preprocessing.yaml"
     params:
         source=lambda wc: str(stages.domain_input(config, wc.domain)),
+        settings=settings("prepare"),
     script:
         "../scripts/prepare.py"

@@ -4,6 +4,7 @@
 rule train:
     input:
         prepared=expand(f"{RESULTS}/prepared/{{domain}}.h5ad", domain=DOMAINS),
+        anchors=anchors_input(),
     output:
         model=f"{RESULTS}/models/{{method}}/seed{{seed}}/model.pt",
         config=f"{RESULTS}/models/{{method}}/seed{{seed}}/config.json",
@@ -31,5 +32,6 @@ rule train:
     params:
         # outside the declared outputs: Snakemake never deletes them, so a rerun resumes
         checkpoints=lambda wc: str(stages.checkpoint_dir(config, wc.method, wc.seed)),
+        settings=settings("train"),
     script:
         "../scripts/train.py"

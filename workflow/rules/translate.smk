@@ -5,6 +5,8 @@ rule translate:
     input:
         unpack(lambda wc: model_files(wc)),
         prepared=expand(f"{RESULTS}/prepared/{{domain}}.h5ad", domain=DOMAINS),
+        # galleries show the measured partner of each translated nucleus
+        truth=truth_input() if IMAGE_PAIRS else [],
     output:
         translated=[
             f"{RESULTS}/translated/{{method}}/seed{{seed}}/{s}_to_{t}.h5ad"
@@ -26,5 +28,7 @@ rule translate:
         f"{RESULTS}/benchmarks/translate/{{method}}/seed{{seed}}.tsv"
     conda:
         "../../envs/training.yaml"
+    params:
+        settings=settings("translate"),
     script:
         "../scripts/translate.py"

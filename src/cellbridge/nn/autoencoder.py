@@ -49,7 +49,7 @@ class DomainAutoencoder(nn.Module):
     Parameters
     ----------
     modality
-        ``"rna"``, ``"atac"``, ``"protein"`` or ``"image"``.
+        ``"rna"``, ``"atac"``, ``"protein"``, ``"features"`` or ``"image"``.
     likelihood
         Resolved likelihood name (see :mod:`cellbridge.nn.likelihoods`).
     latent_dim
@@ -109,7 +109,8 @@ class DomainAutoencoder(nn.Module):
         self.likelihood: Likelihood = make_likelihood(
             likelihood,
             n_features=n_features,
-            image_size=image_size,
+            # "mse" means pixels for images and X for vector domains: only images pass a size
+            image_size=image_size if modality == "image" else 0,
             learn_scale=arch["learn_scale"],
             x_scale=x_scale,
             default_library=default_library,

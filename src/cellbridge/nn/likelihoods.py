@@ -33,6 +33,9 @@ LIKELIHOODS_BY_MODALITY: dict[str, tuple[str, ...]] = {
     "protein": ("gaussian", "nb"),
     "atac": ("bernoulli", "gaussian"),
     "image": ("mse", "bce"),
+    # any real values (PCA, topics, methylation rates): nothing but X to compare with;
+    # "mse" is the Gaussian's fixed-scale loss, never a learned per-feature scale
+    "features": ("gaussian", "mse"),
 }
 
 
@@ -206,6 +209,21 @@ class ImageMSE(Likelihood):
         return {"image": torch.sigmoid(out)}
 
 
+class VectorMSE(Gaussian):
+    """Mean squared error on prepared values (``X``), divided by the data's variance.
+
+    The ``"mse"`` likelihood of vector domains (``features``): the loss of
+    :class:`Gaussian` without a learned scale, whatever ``learn_scale`` says, for
+    users who want every feature weighed by its plain squared error.
+    """
+
+    name = "mse"
+    target = "x"
+
+    def __init__(self, n_features: int, *, variance: float = 1.0):
+        super().__init__(n_features, learn_scale=False, variance=variance)
+
+
 class ImageBCE(ImageMSE):
     """Binary cross-entropy with intensities in [0, 1] as soft targets (sharper crops than MSE)."""
 
@@ -225,7 +243,11 @@ def make_likelihood(
     default_library: float = 1e4,
     variance: float = 1.0,
 ) -> Likelihood:
-    """Build the likelihood called ``name`` (already resolved from ``"auto"``)."""
+    """Build the likelihood called ``name`` (already resolved from ``"auto"``).
+
+    ``"mse"`` is :class:`ImageMSE` when ``image_size`` is given (image domains) and
+    :class:`VectorMSE` otherwise.
+    """
     if name == "gaussian":
         return Gaussian(n_features, learn_scale=learn_scale, variance=variance)
     if name == "nb":
@@ -233,7 +255,9 @@ def make_likelihood(
     if name == "bernoulli":
         return Bernoulli(n_features)
     if name == "mse":
-        return ImageMSE(image_size, variance=variance)
+        if image_size > 0:
+            return ImageMSE(image_size, variance=variance)
+        return VectorMSE(n_features, variance=variance)
     if name == "bce":
         return ImageBCE(image_size)
     raise ValueError(f"unknown likelihood {name!r}")

@@ -1,4 +1,4 @@
-"""Fully connected encoders and decoders for vector domains (RNA, ATAC, protein)."""
+"""Fully connected encoders and decoders for vector domains (RNA, ATAC, protein, features)."""
 
 from __future__ import annotations
 

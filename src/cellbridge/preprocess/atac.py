@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._io import InputError, logger
-from .counts import attach_labels, finalize_domain, integer_counts, validate_counts
+from .counts import attach_labels, finalize_domain, integer_counts, require_counts
 
 __all__ = ["lsi", "prepare_atac", "tfidf"]
 
@@ -158,9 +158,11 @@ def prepare_atac(
     Raises
     ------
     InputError
-        When the counts are invalid or fewer than ``min_cells_after_qc`` cells remain.
+        When the input is not plausibly raw counts (see
+        :func:`~cellbridge.preprocess.counts.require_counts`; values that are not counts
+        belong in a ``features`` domain) or fewer than ``min_cells_after_qc`` cells remain.
     """
-    validate_counts(adata, path=source)
+    require_counts(adata, source, modality="atac")
     if lsi_components < 0:
         raise ValueError(f"lsi_components must be >= 0, not {lsi_components}")
     adata = adata.copy()

@@ -2,13 +2,18 @@
 
 These helpers are shared by every modality:
 
-* :func:`read_counts` reads a cells x features count matrix from the formats single-cell
+* :func:`read_counts` reads a cells x features matrix from the formats single-cell
   tools usually produce (``.h5ad``, 10x ``.h5``, 10x matrix-market folders, CSV/TSV,
-  scipy ``.npz``) into an :class:`~anndata.AnnData`.
-* :func:`validate_counts` refuses matrices that cannot be raw counts (NaN/inf, negative or
-  fractional values, empty, duplicated cell names) with an :class:`~cellbridge.InputError`
-  that names the file, so a user learns which input to fix rather than seeing a crash deep
-  inside training.
+  scipy ``.npz``) into an :class:`~anndata.AnnData`. It checks nothing about the values,
+  so the ``features`` modality (any real-valued matrix) reads its input with it too.
+* :func:`validate_matrix` refuses what no modality can use (empty, non-numeric, NaN/inf,
+  duplicated cell names); :func:`validate_counts` adds what cannot be raw counts (negative
+  or fractional values, zeros only); :func:`require_counts`, the gate of the RNA, ATAC and
+  protein preparers, adds what is whole-numbered but still not counts of that modality
+  (0/1 protein matrices, ATAC matrices non-zero almost everywhere). Each raises an
+  :class:`~cellbridge.InputError` that names the file, so a user learns which input to fix
+  (and that values which are not counts belong in a ``features`` domain) rather than
+  seeing a crash deep inside training, or a domain preprocessed into noise.
 * :func:`attach_labels` merges optional cell labels from an ``obs`` column or a table.
 * :func:`finalize_domain` stamps the prepared-domain contract (``obs["domain"]`` and
   ``uns["cellbridge"]``, see ``docs/design.md``) onto the output of any modality's
@@ -24,6 +29,7 @@ and a warning is logged.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -37,19 +43,25 @@ from .._io import InputError, logger, require_path
 
 __all__ = [
     "COUNT_FORMATS",
+    "COUNT_MODALITIES",
     "MODALITIES",
+    "NOT_COUNTS_HINT",
     "attach_labels",
     "detect_format",
     "finalize_domain",
     "integer_counts",
     "read_counts",
+    "require_counts",
     "validate_counts",
+    "validate_matrix",
 ]
 
 #: Formats understood by :func:`read_counts` (``"auto"`` picks one from the path).
 COUNT_FORMATS = ("h5ad", "10x_h5", "10x_mtx", "csv", "tsv", "npz")
 #: Modalities a prepared domain can have (``uns["cellbridge"]["modality"]``).
-MODALITIES = ("rna", "atac", "protein", "image")
+MODALITIES = ("rna", "atac", "protein", "image", "features")
+#: Modalities whose input must be raw counts (see :func:`require_counts`).
+COUNT_MODALITIES = ("rna", "atac", "protein")
 #: Values allowed in an ``obs["split"]`` column.
 SPLIT_VALUES = frozenset({"train", "test"})
 
@@ -99,7 +111,7 @@ def detect_format(path: str | os.PathLike) -> str:
         p,
         "cannot tell the count-matrix format from the file name; expected a folder "
         "(10x matrix market) or a name ending in .h5ad, .h5, .mtx(.gz), .csv(.gz), "
-        ".tsv(.gz)/.txt(.gz) or .npz, or pass format explicitly",
+        ".tsv(.gz)/.txt(.gz) or .npz; rename the file accordingly (from Python: read_counts(..., format=...))",
     )
 
 
@@ -178,6 +190,11 @@ def read_counts(
         raise
     except Exception as exc:  # any parser failure means the file is not what it claims
         raise InputError(p, f"could not be read as {fmt}: {type(exc).__name__}: {exc}") from exc
+    if fmt in ("csv", "tsv", "npz"):
+        fix = f"set transpose: {'false' if transpose else 'true'}"
+    else:
+        fix = "store it as cells x features"
+    _check_orientation(adata, path=p, fix=fix)
     _make_var_names_unique(adata, path=p)
     logger.info("read %s: %d cells x %d features (%s)", p, adata.n_obs, adata.n_vars, fmt)
     return adata
@@ -252,6 +269,9 @@ def _read_delimited(path: Path, *, sep: str, transpose: bool) -> ad.AnnData:
     table = pd.read_csv(path, sep=sep, index_col=0)
     if table.shape[1] == 0:
         raise InputError(path, "has no data columns; expected a header row of feature names and one row per cell")
+    if table.shape[0] == 0:
+        # checked first: pandas types the columns of an empty table as text
+        raise InputError(path, "has a header row but no data rows; expected one row per cell")
     non_numeric = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
     if non_numeric:
         raise InputError(
@@ -286,6 +306,32 @@ def _read_npz(path: Path, *, transpose: bool) -> ad.AnnData:
     )
 
 
+#: names only cells carry (10x barcodes, "cell_12") and only features carry (Ensembl ids, "Gene0217")
+_CELL_NAME = re.compile(r"^([ACGTN]{8,}([-_.]\d+)?|(cell|barcode)[-_.]?\w*\d+)$", re.IGNORECASE)
+_GENE_NAME = re.compile(r"^(ENS[A-Z]*G\d{6,}(\.\d+)?|gene[-_.]?\d+)$", re.IGNORECASE)
+
+
+def _check_orientation(adata: ad.AnnData, *, path: Path, fix: str) -> None:
+    """Refuse a features x cells matrix read as cells x features, recognised by its names.
+
+    Read the wrong way round, genes become "cells" that pass QC and train as cells:
+    only names tell, so the check fires when nearly all names on one axis look like the
+    other axis's (files with anonymous names are not checked).
+    """
+
+    def share(names: pd.Index, pattern: re.Pattern) -> float:
+        sample = names[:: max(1, len(names) // 500)].astype(str)
+        return float(np.mean([bool(pattern.match(n)) for n in sample])) if len(sample) else 0.0
+
+    rows_are_features = share(adata.obs_names, _GENE_NAME) >= 0.9 or share(adata.var_names, _CELL_NAME) >= 0.9
+    if rows_are_features and share(adata.var_names, _GENE_NAME) < 0.5:
+        raise InputError(
+            path,
+            f"rows look like features and columns like cells (rows: {adata.obs_names[0]!r}, ...; columns: "
+            f"{adata.var_names[0]!r}, ...); the matrix is features x cells: {fix}",
+        )
+
+
 def _make_var_names_unique(adata: ad.AnnData, *, path: Path | str | None) -> None:
     if adata.var_names.is_unique:
         return
@@ -311,6 +357,71 @@ def _first_offending(X, bad) -> tuple[int, int, float]:
     arr = np.asarray(X)
     i, j = np.argwhere(bad(arr))[0]
     return int(i), int(j), float(arr[i, j])
+
+
+#: Appended to every "these are not counts" message: where such values belong instead.
+NOT_COUNTS_HINT = (
+    "values that are not counts (PCA, LSI, topics, methylation rates, scaled data) belong in a "
+    "domain with 'modality: features'"
+)
+#: ATAC input with a larger fraction of non-zero entries is refused (see :func:`require_counts`).
+ATAC_MAX_DENSITY = 0.95
+
+
+def _offending(adata: ad.AnnData, bad) -> str:
+    """``e.g. <value> in cell <name>, feature <name>`` for the first entry where ``bad`` holds."""
+    i, j, v = _first_offending(adata.X, bad)
+    return f"e.g. {v!r} in cell {adata.obs_names[i]!r}, feature {adata.var_names[j]!r}"
+
+
+def validate_matrix(
+    adata: ad.AnnData,
+    *,
+    path: str | os.PathLike | None,
+    what: str = "X",
+) -> np.ndarray:
+    """Checks every input matrix must pass, counts or not.
+
+    Parameters
+    ----------
+    adata
+        Cells x features.
+    path
+        The file the data came from; every error names it.
+    what
+        How to call the matrix in messages.
+
+    Returns
+    -------
+    The stored values of ``adata.X`` (``X.data`` when sparse, else the dense array), so that
+    callers can run further checks without converting again.
+
+    Raises
+    ------
+    InputError
+        For an empty matrix (no cells or no features), a missing matrix, duplicated cell
+        names, a non-numeric dtype, NaN or infinite values.
+    """
+    X = adata.X
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(path, f"{what} is empty ({adata.n_obs} cells x {adata.n_vars} features)")
+    if X is None:
+        raise InputError(path, f"{what} holds no matrix")
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        raise InputError(
+            path,
+            f"{len(dup)} cell name(s) occur more than once (e.g. {dup[0]!r}); cell names must be "
+            "unique so that labels and truth tables can be joined",
+        )
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if values.dtype.kind not in "biuf":
+        raise InputError(path, f"{what} has non-numeric dtype {values.dtype}")
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise InputError(
+            path, f"{what} contains NaN or infinite values ({_offending(adata, lambda a: ~np.isfinite(a))})"
+        )
+    return values
 
 
 def validate_counts(
@@ -341,52 +452,93 @@ def validate_counts(
     Raises
     ------
     InputError
-        For an empty matrix (no cells, no features or no non-zero entry), duplicated cell
-        names, NaN or infinite values, negative values, or (with ``require_integer``)
-        fractional values. The message names the file, the first offending cell and feature
-        and says what to do.
+        For everything :func:`validate_matrix` refuses, negative values, (with
+        ``require_integer``) fractional values and a matrix of zeros only. The message names
+        the file, the first offending cell and feature and says what to do, including where
+        values that are not counts belong (:data:`NOT_COUNTS_HINT`).
     """
+    values = validate_matrix(adata, path=path, what=what)
     X = adata.X
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputError(path, f"{what} is empty ({adata.n_obs} cells x {adata.n_vars} features)")
-    if X is None:
-        raise InputError(path, f"{what} holds no matrix")
-    if not adata.obs_names.is_unique:
-        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
-        raise InputError(
-            path,
-            f"{len(dup)} cell name(s) occur more than once (e.g. {dup[0]!r}); cell names must be "
-            "unique so that labels and truth tables can be joined",
-        )
-    values = X.data if sp.issparse(X) else np.asarray(X)
-    if values.dtype.kind not in "biuf":
-        raise InputError(path, f"{what} has non-numeric dtype {values.dtype}")
-
-    def where(bad) -> str:
-        i, j, v = _first_offending(X, bad)
-        return f"e.g. {v!r} in cell {adata.obs_names[i]!r}, feature {adata.var_names[j]!r}"
-
-    is_float = values.dtype.kind == "f"
-    if is_float and not np.all(np.isfinite(values)):
-        raise InputError(path, f"{what} contains NaN or infinite values ({where(lambda a: ~np.isfinite(a))})")
     if values.dtype.kind in "if" and values.size and values.min() < 0:
         raise InputError(
             path,
-            f"{what} contains negative values ({where(lambda a: a < 0)}); raw counts are "
-            "required, not scaled or centred data",
+            f"{what} contains negative values ({_offending(adata, lambda a: a < 0)}); raw counts are "
+            f"required, not scaled or centred data - {NOT_COUNTS_HINT}",
         )
-    if require_integer and is_float:
+    if require_integer and values.dtype.kind == "f":
         fractional = lambda a: np.abs(a - np.rint(a)) > 1e-6  # noqa: E731
         if np.any(fractional(values)):
             raise InputError(
                 path,
-                f"{what} contains non-integer values ({where(fractional)}); raw integer counts "
+                f"{what} contains non-integer values ({_offending(adata, fractional)}); raw integer counts "
                 "are required - if X holds normalised data, point the 'layer' option at the "
-                "raw counts (e.g. layer='counts' or layer='raw')",
+                f"raw counts (e.g. layer='counts' or layer='raw'); {NOT_COUNTS_HINT}",
             )
     nnz = X.count_nonzero() if sp.issparse(X) else np.count_nonzero(values)
     if nnz == 0:
         raise InputError(path, f"{what} contains only zeros")
+    return adata
+
+
+def require_counts(adata: ad.AnnData, source: str | os.PathLike | None, *, modality: str) -> ad.AnnData:
+    """Refuse input that is not plausibly raw counts of ``modality`` (RNA, ATAC or protein).
+
+    The one gate of every count-based preparer, so that RNA, ATAC and protein refuse the
+    same things with the same words. Besides :func:`validate_counts` (NaN, negative or
+    fractional values, empty matrices), two checks catch values that are whole numbers but
+    still not counts of the modality, each of which the preprocessing would otherwise turn
+    into a domain without information:
+
+    * ``protein``: a matrix of only 0 and 1 (binary calls, 0/1 methylation states).
+      Antibody-derived tag counts are not binary, and the per-cell CLR of a 0/1 matrix only
+      reflects how many ones a cell has.
+    * ``atac``: more than :data:`ATAC_MAX_DENSITY` of all entries non-zero (dense topic or
+      score matrices rounded to integers). Peak counts are sparse; binarising a matrix that
+      is non-zero almost everywhere gives almost every cell the same all-ones profile.
+
+    Integer-valued floats (counts stored as ``float32``) are counts and pass.
+
+    Parameters
+    ----------
+    adata
+        Cells x features, values in ``X``; not modified.
+    source
+        The input file, named in every message.
+    modality
+        ``"rna"``, ``"atac"`` or ``"protein"``.
+
+    Returns
+    -------
+    ``adata``, unchanged, for chaining.
+
+    Raises
+    ------
+    InputError
+        One line naming ``source``, the problem and (for values that are not counts) the
+        ``features`` modality.
+    ValueError
+        If ``modality`` is not a count modality.
+    """
+    if modality not in COUNT_MODALITIES:
+        raise ValueError(f"require_counts applies to {', '.join(COUNT_MODALITIES)}, not {modality!r}")
+    validate_counts(adata, path=source)
+    X = adata.X
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if modality == "protein" and values.size and values.max() <= 1:
+        raise InputError(
+            source,
+            "X holds only 0 and 1, which antibody-derived tag counts never do (binary calls or "
+            f"methylation states are not protein counts); {NOT_COUNTS_HINT}",
+        )
+    if modality == "atac":
+        nnz = X.count_nonzero() if sp.issparse(X) else np.count_nonzero(values)
+        density = nnz / (adata.n_obs * adata.n_vars)
+        if density > ATAC_MAX_DENSITY:
+            raise InputError(
+                source,
+                f"{density:.0%} of X's entries are non-zero, but peak counts are sparse: binarised, "
+                f"nearly every cell would be the same all-ones profile; {NOT_COUNTS_HINT}",
+            )
     return adata
 
 

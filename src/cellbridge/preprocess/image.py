@@ -80,6 +80,7 @@ from skimage.transform import resize
 
 from .. import __version__
 from .._io import InputError, require_path, save_figure
+from .counts import SPLIT_VALUES
 from .morphology import crop_features, field_features
 from .segment import ThresholdSpec, field_background, segment_nuclei
 
@@ -137,7 +138,8 @@ def find_image_files(source: str | os.PathLike) -> list[Path]:
         If the path does not exist, or the folder/pattern holds no image.
     """
     text = str(source)
-    if glob.has_magic(text):
+    # an existing path is taken literally, so a field named "plate[1].tif" is not a pattern
+    if glob.has_magic(text) and not Path(text).exists():
         candidates = [Path(p) for p in glob.glob(text)]
         what = "glob pattern matches no image field"
     else:
@@ -211,9 +213,11 @@ def read_field(path: str | os.PathLike, *, channel: int | None = None) -> np.nda
         TIFF, PNG or JPEG file.
     channel
         Channel holding the nuclear stain for multi-channel images. TIFF
-        channel axes (``C``, or an RGB ``S`` axis last) are read from the file's
+        channel axes (``C``, or an RGB ``S`` axis) are read from the file's
         metadata; otherwise the last axis of a ``(H, W, <=4)`` image, or the
-        first axis of another 3D image, is the channel axis.
+        first axis of another 3D image, is the channel axis. An unnamed axis of
+        at most 4 planes may be channels or z-planes: without ``channel`` it is
+        an error rather than a max-projection that could mix stains.
 
     Returns
     -------
@@ -239,10 +243,27 @@ def read_field(path: str | os.PathLike, *, channel: int | None = None) -> np.nda
     arr = arr.reshape([arr.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
     channel_axis = next((i for i, a in enumerate(axes) if a == "C"), None)
-    if channel_axis is None and axes.endswith("YXS"):
-        channel_axis = len(axes) - 1
-    if channel_axis is None and channel is not None and arr.ndim == 3:
+    if channel_axis is None and "S" in axes:
+        # samples: RGB last, or planar first (tifffile reads a plain (3, H, W) array as "SYX")
+        channel_axis = axes.index("S")
+    unnamed = [i for i, a in enumerate(axes) if a == "Q"]
+    if channel_axis is None and channel is not None and arr.ndim == 3 and unnamed == [0]:
         channel_axis = 0  # a 3D array without a named channel axis, channel requested
+    elif channel_axis is None and channel is not None and arr.ndim > 2:
+        raise InputError(
+            path,
+            f"channel {channel} requested, but no axis of this {arr.shape} image is known to hold channels; "
+            "save it with axis metadata (e.g. tifffile.imwrite(..., metadata={'axes': 'ZCYX'}))",
+        )
+    elif channel_axis is None and channel is None and any(arr.shape[i] <= 4 for i in unnamed):
+        # without metadata a short leading axis may be channels as well as z-planes, and
+        # max-projecting channels together would mix other stains into the nuclei
+        raise InputError(
+            path,
+            f"an unnamed axis of this {arr.shape} image may hold channels or z-planes; set `channel` to the nuclear "
+            "stain if they are channels, or save z-stacks with axis metadata (e.g. tifffile.imwrite(..., "
+            "metadata={'axes': 'ZYX'})) to have them max-projected",
+        )
     if channel_axis is not None:
         arr = _select_channel(arr, channel_axis, channel, path)
         axes = axes[:channel_axis] + axes[channel_axis + 1 :]
@@ -252,6 +273,10 @@ def read_field(path: str | os.PathLike, *, channel: int | None = None) -> np.nda
         arr = arr.max(axis=tuple(range(arr.ndim - 2)))
     if arr.ndim != 2 or min(arr.shape) < 2:
         raise InputError(path, f"could not reduce the image to a 2D field (shape {arr.shape})")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        # NaN/inf would defeat every threshold and be reported as "no nucleus found"
+        bad = int((~np.isfinite(arr)).sum())
+        raise InputError(path, f"{bad} of {arr.size} pixels are NaN or infinite; fill or crop them before segmentation")
     return arr.astype(np.float32)
 
 
@@ -615,6 +640,21 @@ def _read_annotation_table(annotations: str | os.PathLike | pd.DataFrame) -> pd.
     missing = [c for c in POSITION_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(where, f"annotation table lacks column(s) {', '.join(missing)}")
+    for col in ("centroid_y", "centroid_x"):
+        numbers = pd.to_numeric(table[col], errors="coerce")
+        bad = numbers.isna() & table[col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(
+                where, f"annotation column {col!r} must hold pixel coordinates; row {row + 1} holds {table[col].iloc[row]!r}"
+            )
+        table[col] = numbers
+    if "split" in table.columns:
+        # the same rule as for sequencing domains (finalize_domain): a 'Test' would
+        # otherwise be trained on without a word; unannotated nuclei may stay empty
+        unknown = sorted(set(table["split"].dropna().astype(str)) - SPLIT_VALUES)
+        if unknown:
+            raise InputError(where, f"annotation column 'split' must hold only 'train' or 'test' (found {unknown})")
     return table
 
 
@@ -642,8 +682,18 @@ def annotate_nuclei(
     table = _read_annotation_table(annotations)
     idx = match_nuclei(obs, table, max_distance=max_distance)
     unmatched = int((idx < 0).sum())
+    where = annotations if not isinstance(annotations, pd.DataFrame) else "annotations"
+    if unmatched and unmatched == len(obs):
+        fields = sorted({Path(str(f)).name for f in obs["source_file"]})[:3]
+        named = sorted({Path(str(f)).name for f in table["source_file"]})[:3]
+        raise InputError(
+            where,
+            f"no annotation lies within {max_distance:g} px of any of the {len(obs)} nuclei; check that "
+            f"source_file names the fields (fields: {', '.join(fields)}; table: {', '.join(named)}) and "
+            "that centroid_y/centroid_x are not swapped",
+        )
     if unmatched:
-        logger.info("%d of %d nuclei have no annotated nucleus within %.1f px", unmatched, len(obs), max_distance)
+        logger.warning("%d of %d nuclei have no annotated nucleus within %.1f px", unmatched, len(obs), max_distance)
     columns = [c for c in table.columns if c not in POSITION_COLUMNS]
     out = pd.DataFrame(index=obs.index)
     for col in columns:

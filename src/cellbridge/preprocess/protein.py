@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._io import InputError, logger
-from .counts import attach_labels, finalize_domain, integer_counts, validate_counts
+from .counts import attach_labels, finalize_domain, integer_counts, require_counts
 
 __all__ = ["clr", "prepare_protein"]
 
@@ -83,9 +83,11 @@ def prepare_protein(
     Raises
     ------
     InputError
-        When the counts are invalid or fewer than ``min_cells_after_qc`` cells remain.
+        When the input is not plausibly raw counts (see
+        :func:`~cellbridge.preprocess.counts.require_counts`; values that are not counts
+        belong in a ``features`` domain) or fewer than ``min_cells_after_qc`` cells remain.
     """
-    validate_counts(adata, path=source)
+    require_counts(adata, source, modality="protein")
     adata = adata.copy()
     attach_labels(adata, labels, label_key=label_key, source=source)
     counts = integer_counts(adata.X)

@@ -1,4 +1,4 @@
-"""The QC figure of a prepared sequencing domain (RNA, ATAC, protein).
+"""The QC figure of a prepared vector domain (RNA, ATAC, protein, features).
 
 Every ``prepare_*`` function stores the QC table of all input cells, with a ``kept``
 flag, in ``uns["cellbridge"]["qc"]`` and its thresholds in ``uns["cellbridge"]["params"]``;
@@ -30,8 +30,26 @@ _PANELS = {
         ("total_counts", "total counts per cell", None, True),
     ],
     "protein": [("total_counts", "total antibody counts per cell", "min_counts", True)],
+    # no cell is filtered; the spread of the input values per cell shows outlier cells and
+    # how the values were scaled before cellbridge saw them
+    "features": [
+        ("mean_value", "mean input value per cell", None, False),
+        ("sd_value", "SD of input values per cell", None, False),
+    ],
 }
-_FEATURE_NOUN = {"rna": "genes", "atac": "peaks", "protein": "proteins"}
+_FEATURE_NOUN = {"rna": "genes", "atac": "peaks", "protein": "proteins", "features": "features"}
+
+
+def _bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """Histogram edges that also work when all values are equal up to rounding.
+
+    Topic proportions, for one, have the same per-cell mean in every cell but for the last
+    bits; numpy cannot cut such a range into ``bins`` bins and raises.
+    """
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if hi - lo <= 1e-9 * max(1.0, abs(lo), abs(hi)):
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
 
 
 def plot_qc(adata: ad.AnnData, path: str | os.PathLike, *, bins: int = 50) -> Path:
@@ -41,8 +59,9 @@ def plot_qc(adata: ad.AnnData, path: str | os.PathLike, *, bins: int = 50) -> Pa
     ----------
     adata
         Output of :func:`~cellbridge.preprocess.rna.prepare_rna`,
-        :func:`~cellbridge.preprocess.atac.prepare_atac` or
-        :func:`~cellbridge.preprocess.protein.prepare_protein`.
+        :func:`~cellbridge.preprocess.atac.prepare_atac`,
+        :func:`~cellbridge.preprocess.protein.prepare_protein` or
+        :func:`~cellbridge.preprocess.features.prepare_features`.
     path
         PNG to write (atomically).
     bins
@@ -70,7 +89,7 @@ def plot_qc(adata: ad.AnnData, path: str | os.PathLike, *, bins: int = 50) -> Pa
             values = np.log10(values + 1)
             title += " (log10(x+1))"
             threshold = None if threshold is None else np.log10(threshold + 1)
-        edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=bins)
+        edges = _bin_edges(values[np.isfinite(values)], bins)
         ax.hist(
             [values[kept], values[~kept]], bins=edges, stacked=True,
             color=["tab:blue", "tab:red"], label=["kept", "removed"],

@@ -29,13 +29,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._io import InputError, logger
-from .counts import attach_labels, finalize_domain, integer_counts, validate_counts
+from .counts import attach_labels, finalize_domain, integer_counts, require_counts
 
 __all__ = ["HVG_FLAVORS", "prepare_rna"]
 
 #: Highly-variable-gene methods; the ``seurat_v3`` ones work on counts and need scikit-misc.
 HVG_FLAVORS = ("seurat_v3", "seurat_v3_paper", "seurat", "cell_ranger")
 _COUNT_BASED_FLAVORS = ("seurat_v3", "seurat_v3_paper")
+#: fewest genes highly-variable-gene selection is run on: seurat_v3's loess fit fails on
+#: fewer (a segfault at 3 genes, "svddc failed in l2fit" or near-singularities up to ~15)
+MIN_GENES_FOR_HVG = 20
 
 
 def _resolve_hvg_flavor(flavor: str) -> str:
@@ -138,12 +141,12 @@ def prepare_rna(
     Raises
     ------
     InputError
-        When the counts are invalid (see :func:`~cellbridge.preprocess.counts.validate_counts`)
+        When the input is not raw counts (see :func:`~cellbridge.preprocess.counts.require_counts`)
         or fewer than ``min_cells_after_qc`` cells pass QC.
     """
     import scanpy as sc
 
-    validate_counts(adata, path=source)
+    require_counts(adata, source, modality="rna")
     flavor_used = _resolve_hvg_flavor(hvg_flavor)
     if isinstance(mito_prefix, str):  # a bare "MT-" would otherwise be read as ("M", "T", "-")
         mito_prefix = (mito_prefix,)
@@ -191,9 +194,23 @@ def prepare_rna(
     sc.pp.log1p(adata)
     adata.uns.pop("log1p", None)  # scanpy's marker; the base is recorded in our params
 
+    if adata.n_vars < MIN_GENES_FOR_HVG:
+        raise InputError(
+            source,
+            f"only {adata.n_vars} gene(s) are detected in at least min_cells={min_cells} of the "
+            f"{adata.n_obs} cells passing QC; at least {MIN_GENES_FOR_HVG} are needed to select highly "
+            "variable genes - lower min_cells or check that the file holds genes as columns (transpose?)",
+        )
     n_hvg = adata.n_vars if n_top_genes is None else min(n_top_genes, adata.n_vars)
     hvg_kwargs = {"layer": "counts"} if flavor_used in _COUNT_BASED_FLAVORS else {}
-    sc.pp.highly_variable_genes(adata, flavor=flavor_used, n_top_genes=n_hvg, subset=False, **hvg_kwargs)
+    try:
+        sc.pp.highly_variable_genes(adata, flavor=flavor_used, n_top_genes=n_hvg, subset=False, **hvg_kwargs)
+    except ValueError as err:  # the loess of the seurat_v3 flavours on degenerate genes
+        raise InputError(
+            source,
+            f"highly variable gene selection ({flavor_used}) failed on {adata.n_vars} genes x {adata.n_obs} "
+            f"cells: {err}; too few or too uniform genes pass QC - lower min_cells or check the input",
+        ) from None
     adata.uns.pop("hvg", None)
     adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
     adata.X = adata.X.astype(np.float32) if sp.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
