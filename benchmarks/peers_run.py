@@ -1,15 +1,26 @@
-"""Run one published peer method on unpaired RNA + ATAC inputs and save its joint embedding.
+"""Run one published peer method on unpaired single-cell domains and save its joint embedding.
 
 Runs with either virtualenv: the main ``.venv`` (``scot_default``, ``scot_tuned``: our own
 SCOT implementation in ``benchmarks/_scot.py``, numpy/scipy/sklearn/POT only) or the peers
-venv ``benchmarks/.venv-peers`` built from ``benchmarks/requirements-peers.txt`` (all four
-methods, including the PyPI packages ``uniport`` and ``scotplus``).
+venv ``benchmarks/.venv-peers`` built from ``benchmarks/requirements-peers.txt`` (every
+method, including the PyPI packages ``uniport``, ``scotplus`` and ``pamona``).
+
+Inputs are either the sci-CAR RNA + ATAC layout below or any number of feature domains
+(``domains`` + ``x_{domain}``, see "Feature domains"). Methods for more than two domains
+align every other domain onto the first one (the *anchor*): SCOT and SCOT+ pair by pair,
+Pamona in one joint run with the anchor as its reference data set.
+
+Self-tuning (``*_tuned``) is SCOT's own unsupervised rule, the converged solve with the
+lowest Gromov-Wasserstein distortion of its coupling over a ``k`` x ``epsilon`` grid,
+visited largest epsilon first until ``--time-budget`` is spent. Pamona and SCOT+ ship no
+tuning procedure of their own, so ``pamona_tuned`` and ``scotplus_tuned`` apply the same
+rule to their own couplings and graph distances.
 
 Three modes
 -----------
 Run a method (exit status 0 even when the method fails; the failure is recorded)::
 
-    python benchmarks/peers_run.py --method {scot_default,scot_tuned,uniport,scotplus} \
+    python benchmarks/peers_run.py --method {scot_default,scot_tuned,uniport,scotplus,scotplus_tuned,pamona,pamona_tuned} \
         --inputs inputs.npz --out result.npz [--threads 1] [--seed 0] \
         [--ks 20,60,100] [--epsilons 0.01,0.005,0.001] [--time-budget 1800] \
         [--k 50] [--epsilon 0.001] [--max-iter 1000] [--uniport-iterations 30000]
@@ -38,6 +49,14 @@ Score a result against the truth pairing and labels (main venv; uses ``cellbridg
 ``labels_rna``, ``labels_atac``  optional unicode ``(n,)`` (treatment time); only the
                    scorer reads them.
 
+Feature domains (any number >= 2; ``uniport`` needs the sci-CAR layout)
+-----------------------------------------------------------------------
+``domains``        unicode ``(n_domains,)``: domain names; the first is the anchor.
+``x_{domain}``     float64 ``(n_cells, n_features)``: that domain's features as every method
+                   receives them (the benchmark passes cellbridge's prepared, standardised X).
+``cell_ids_{domain}``, ``labels_{domain}``  as above, for the scorer only.
+The result then holds ``z_{domain}`` for every domain (all in one space).
+
 ``result.npz``
 --------------
 ``z_rna``   float64 ``(n_rna, d)``, rows in the order of ``inputs.npz``'s RNA rows;
@@ -62,7 +81,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-METHODS = ("scot_default", "scot_tuned", "uniport", "scotplus")
+METHODS = ("scot_default", "scot_tuned", "uniport", "scotplus", "scotplus_tuned", "pamona", "pamona_tuned")
+#: self-tuning grids of the package peers (largest epsilon first, as for SCOT)
+SCOTPLUS_TUNE_KS = (20, 50, 100)
+SCOTPLUS_TUNE_EPSILONS = (1e-2, 5e-3, 1e-3)
+PAMONA_TUNE_KS = (10, 30, 50)  # 10: Pamona's default; 30: its authors' PBMC example
+PAMONA_TUNE_EPSILONS = (5e-3, 1e-3)
 N_COMPONENTS = 30
 # self-tuning grid used by default on real data: a subset of SCOT's own grid
 # (k = linspace(20, 100, 5), epsilon = logspace(-1, -3, 12)) that fits a time budget
@@ -107,6 +131,20 @@ def load_counts(inputs: Any, name: str) -> Any:
         (inputs[f"{name}_data"], inputs[f"{name}_indices"], inputs[f"{name}_indptr"]),
         shape=tuple(int(v) for v in inputs[f"{name}_shape"]),
     )
+
+
+def domain_features(inp: Any) -> dict[str, Any]:
+    """``{domain: features}`` in anchor-first order: ``x_{d}`` for feature inputs, else RNA PCA + ATAC SVD."""
+    import numpy as np
+
+    if "domains" in inp:
+        return {str(d): np.asarray(inp[f"x_{d}"], dtype=np.float64) for d in inp["domains"]}
+    return {"rna": np.asarray(inp["rna_pca"], dtype=np.float64), "atac": np.asarray(inp["atac_svd"], dtype=np.float64)}
+
+
+def _per_pair(hyper: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One pair: its hyperparameters as they are; several: keyed by ``domain->anchor``."""
+    return next(iter(hyper.values())) if len(hyper) == 1 else hyper
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -179,33 +217,45 @@ def make_inputs(data_dir: Path, out: Path, *, seed: int = 0) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- methods
-def run_scot_default(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """SCOT with the authors' defaults: k = min(0.2 n, 50), epsilon = 1e-3; ATAC onto RNA."""
+def run_scot_default(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SCOT with the authors' defaults: k = min(0.2 n, 50), epsilon = 1e-3; each domain onto the anchor."""
     import _scot
 
-    x, y = inp["rna_pca"], inp["atac_svd"]
-    k = args.k if args.k is not None else _scot.default_k(x.shape[0], y.shape[0])
-    eps = args.epsilon if args.epsilon is not None else _scot.DEFAULT_EPSILON
-    z_rna, z_atac = _scot.scot_align(x, y, k=k, epsilon=eps, max_iter=args.max_iter)
-    return z_rna, z_atac, {"hyperparameters": {"k": int(k), "epsilon": float(eps), "max_iter": args.max_iter}}
+    feats = domain_features(inp)
+    anchor, *others = feats
+    z, hyper = {}, {}
+    for d in others:
+        x, y = feats[anchor], feats[d]
+        k = args.k if args.k is not None else _scot.default_k(x.shape[0], y.shape[0])
+        eps = args.epsilon if args.epsilon is not None else _scot.DEFAULT_EPSILON
+        z[anchor], z[d] = _scot.scot_align(x, y, k=k, epsilon=eps, max_iter=args.max_iter)
+        hyper[f"{d}->{anchor}"] = {"k": int(k), "epsilon": float(eps), "max_iter": args.max_iter}
+    return z, {"hyperparameters": _per_pair(hyper)}
 
 
-def run_scot_tuned(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """SCOT's unsupervised self-tuning (lowest GW distance) over a time-bounded grid."""
+def run_scot_tuned(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SCOT's unsupervised self-tuning (lowest GW distance) over a time-bounded grid, per pair."""
     import _scot
 
-    res = _scot.scot_self_tune(
-        inp["rna_pca"], inp["atac_svd"], ks=args.ks, epsilons=args.epsilons, time_budget_s=args.time_budget,
-        max_iter=args.max_iter,
-    )
+    feats = domain_features(inp)
+    anchor, *others = feats
+    z, hyper, trials, skipped = {}, {}, {}, {}
+    for d in others:
+        res = _scot.scot_self_tune(
+            feats[anchor], feats[d], ks=args.ks, epsilons=args.epsilons,
+            time_budget_s=args.time_budget / len(others), max_iter=args.max_iter,
+        )
+        z[anchor], z[d] = res.x_aligned, res.y_aligned
+        pair = f"{d}->{anchor}"
+        hyper[pair] = {"k": int(res.k), "epsilon": float(res.epsilon), "max_iter": args.max_iter, "gw_dist": res.gw_dist}
+        trials[pair], skipped[pair] = res.trials, res.skipped
     extra = {
-        "hyperparameters": {"k": int(res.k), "epsilon": float(res.epsilon), "max_iter": args.max_iter},
-        "gw_dist": res.gw_dist,
+        "hyperparameters": _per_pair(hyper),
         "grid": {"ks": list(args.ks), "epsilons": list(args.epsilons), "time_budget_s": args.time_budget},
-        "trials": res.trials,
-        "skipped": res.skipped,
+        "trials": _per_pair(trials),
+        "skipped": _per_pair(skipped),
     }
-    return res.x_aligned, res.y_aligned, extra
+    return z, extra
 
 
 def run_uniport(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
@@ -270,42 +320,176 @@ def run_uniport(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str,
         "mode": "d", "use_rep": ["X_lsi", "X"], "n_hvg": n_hvg, "lsi_components": 49,
         "iteration": args.uniport_iterations, "reg": 0.1, "reg_m": 1.0, "seed": args.seed,
     }
-    return z_rna, z_atac, {"hyperparameters": hyper}
+    return {"rna": z_rna, "atac": z_atac}, {"hyperparameters": hyper}
 
 
-def run_scotplus(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """SCOT+ (``scotplus``) balanced GW as in its GW/UGW tutorial; ATAC onto RNA.
+def _gw_loss(c1: Any, c2: Any, coupling: Any) -> float:
+    """Gromov-Wasserstein distortion of ``coupling`` (square loss, POT), per unit of mass squared."""
+    import numpy as np
+    from ot.gromov import gwloss, init_matrix
+
+    t = np.asarray(coupling, dtype=np.float64)
+    mass = t.sum()
+    t = t / mass
+    const_c, h1, h2 = init_matrix(np.asarray(c1, np.float64), np.asarray(c2, np.float64), t.sum(1), t.sum(0), "square_loss")
+    return float(gwloss(const_c, h1, h2, t))
+
+
+def _scotplus_solver(args: argparse.Namespace) -> Any:
+    """SCOT+'s ``SinkhornSolver`` at its defaults, but ``--nits-uot`` Sinkhorn iterations when given."""
+    from scotplus.solvers import SinkhornSolver
+
+    return SinkhornSolver() if args.nits_uot is None else SinkhornSolver(nits_uot=int(args.nits_uot))
+
+
+def _scotplus_pair(x: Any, y: Any, k: int, eps: float, solver: Any) -> tuple[Any, Any, float]:
+    """SCOT+ balanced GW of ``y`` onto ``x`` (both row-normalised); projection and GW distortion."""
+    import numpy as np
+    import torch
+    from scotplus.utils.alignment import compute_graph_distances, get_barycentre
+
+    dx = compute_graph_distances(x, n_neighbors=k, mode="connectivity", metric="correlation")
+    dy = compute_graph_distances(y, n_neighbors=k, mode="connectivity", metric="correlation")
+    pi_samp, _, _ = solver.gw(torch.from_numpy(dx), torch.from_numpy(dy), eps=eps, verbose=False)
+    pi_samp = pi_samp.detach()
+    if not torch.isfinite(pi_samp).all() or (pi_samp.sum(0) <= 0).any() or (pi_samp.sum(1) <= 0).any():
+        raise RuntimeError(f"SCOT+ GW coupling has NaN or empty rows/columns for k={k}, eps={eps:g}")
+    z_y = get_barycentre(x, pi_samp.T).numpy()  # y cells projected into x's space
+    return np.asarray(z_y, dtype=np.float64), pi_samp.numpy(), _gw_loss(dx, dy, pi_samp.numpy())
+
+
+def run_scotplus(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SCOT+ (``scotplus``) balanced GW as in its GW/UGW tutorial; each domain onto the anchor.
 
     Tutorial steps: L2-normalise each cell (``sklearn.preprocessing.normalize``);
     ``compute_graph_distances(data, n_neighbors=k, mode='connectivity', metric='correlation')``
     per domain; ``SinkhornSolver().gw(Dx, Dy, eps=eps)``; ``get_barycentre(Xt, pi)`` to
     project the other domain onto the anchor.
     """
-    import numpy as np
     import scotplus
-    import torch
-    from scotplus.solvers import SinkhornSolver
-    from scotplus.utils.alignment import compute_graph_distances, get_barycentre
     from sklearn.preprocessing import normalize
 
     k = args.k if args.k is not None else 50
     eps = args.epsilon if args.epsilon is not None else 1e-3
-    x = normalize(np.asarray(inp["rna_pca"], dtype=np.float64))
-    y = normalize(np.asarray(inp["atac_svd"], dtype=np.float64))
-    dx = torch.from_numpy(compute_graph_distances(x, n_neighbors=k, mode="connectivity", metric="correlation"))
-    dy = torch.from_numpy(compute_graph_distances(y, n_neighbors=k, mode="connectivity", metric="correlation"))
-    solver = SinkhornSolver()
-    pi_samp, _, _ = solver.gw(dx, dy, eps=eps, verbose=False)
-    pi_samp = pi_samp.detach()
-    if not torch.isfinite(pi_samp).all() or (pi_samp.sum(0) <= 0).any():
-        raise RuntimeError(f"SCOT+ GW coupling has NaN or empty columns for k={k}, eps={eps:g}")
-    z_atac = get_barycentre(x, pi_samp.T).numpy()  # ATAC cells projected into RNA space
+    feats = {d: normalize(x) for d, x in domain_features(inp).items()}
+    anchor, *others = feats
+    z, hyper = {anchor: feats[anchor]}, {}
+    solver = _scotplus_solver(args)
     solver_cfg = {"nits_bcd": solver.nits_bcd, "tol_bcd": solver.tol_bcd, "nits_uot": solver.nits_uot, "tol_uot": solver.tol_uot}
-    info = {
-        "hyperparameters": {"k": int(k), "epsilon": float(eps), **solver_cfg},
-        "package_version": getattr(scotplus, "__version__", None),
-    }
-    return x, np.asarray(z_atac, dtype=np.float64), info
+    for d in others:
+        z[d], _, gw = _scotplus_pair(feats[anchor], feats[d], k, eps, solver)
+        hyper[f"{d}->{anchor}"] = {"k": int(k), "epsilon": float(eps), **solver_cfg, "gw_dist": gw}
+    return z, {"hyperparameters": _per_pair(hyper), "package_version": getattr(scotplus, "__version__", None)}
+
+
+def run_scotplus_tuned(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SCOT+ self-tuned: per pair, the lowest GW distortion over ``k`` x ``epsilon`` (time-bounded)."""
+    import time as _time
+
+    from sklearn.preprocessing import normalize
+
+    feats = {d: normalize(x) for d, x in domain_features(inp).items()}
+    anchor, *others = feats
+    z, hyper, trials, skipped = {anchor: feats[anchor]}, {}, {}, {}
+    budget = args.time_budget / len(others)
+    solver = _scotplus_solver(args)
+    for d in others:
+        start, best, tried, left = _time.perf_counter(), None, [], []
+        for eps in SCOTPLUS_TUNE_EPSILONS:
+            for k in SCOTPLUS_TUNE_KS:
+                if tried and _time.perf_counter() - start >= budget:
+                    left.append({"k": k, "epsilon": eps})
+                    continue
+                t0 = _time.perf_counter()
+                try:
+                    zy, _, gw = _scotplus_pair(feats[anchor], feats[d], k, eps, solver)
+                except RuntimeError:
+                    zy, gw = None, float("inf")
+                tried.append({"k": k, "epsilon": eps, "gw_dist": gw, "seconds": _time.perf_counter() - t0})
+                if zy is not None and (best is None or gw < best[0]):
+                    best = (gw, k, eps, zy)
+        if best is None:
+            raise RuntimeError(f"no SCOT+ solve converged for {d}; tried {[(t['k'], t['epsilon']) for t in tried]}")
+        gw, k, eps, z[d] = best
+        pair = f"{d}->{anchor}"
+        hyper[pair] = {"k": int(k), "epsilon": float(eps), "nits_uot": solver.nits_uot, "gw_dist": gw}
+        trials[pair], skipped[pair] = tried, left
+    grid = {"ks": list(SCOTPLUS_TUNE_KS), "epsilons": list(SCOTPLUS_TUNE_EPSILONS), "time_budget_s": args.time_budget}
+    return z, {"hyperparameters": _per_pair(hyper), "grid": grid, "trials": _per_pair(trials), "skipped": _per_pair(skipped)}
+
+
+def _pamona_once(feats: dict[str, Any], *, k: int, eps: float, max_iter: int) -> tuple[dict[str, Any], float]:
+    """One Pamona run (defaults but ``k``/``eps``/``max_iter``); embedding and summed GW distortion."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from pamona import Pamona
+    from pamona.utils import zscore_standardize
+
+    anchor, *others = feats
+    order = [*others, anchor]  # Pamona's reference (all others are matched to it) is the last set
+    data = [zscore_standardize(feats[d]) for d in order]  # as in Pamona's PBMC example
+    output_dim = min(30, *(x.shape[0] - 1 for x in data))
+    pa = Pamona.Pamona(n_neighbors=k, epsilon=eps, output_dim=output_dim, max_iter=max_iter, verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        integrated, couplings = pa.run_Pamona(data)
+    z = {d: np.real(np.asarray(e)) for d, e in zip(order, integrated, strict=True)}
+    gw = 0.0
+    for i, _ in enumerate(others):
+        t = np.asarray(pa.Gc[i], dtype=np.float64)
+        if not np.all(np.isfinite(t)) or t.sum() <= 0:
+            raise RuntimeError(f"Pamona coupling is NaN or empty for k={k}, eps={eps:g}")
+        gw += _gw_loss(pa.dist[i], pa.dist[-1], t)
+    for d, e in z.items():
+        if not np.all(np.isfinite(e)):
+            raise RuntimeError(f"Pamona embedding of {d} is not finite for k={k}, eps={eps:g}")
+    return z, gw
+
+
+def run_pamona(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pamona (``pamona`` 0.1.0, partial GW + manifold alignment) at its defaults.
+
+    ``Pamona(n_neighbors=10, epsilon=1e-3, Lambda=1, n_shared=None)`` (n_shared: the smaller
+    data set's size), ``zscore_standardize`` on each data set as in its PBMC example, the
+    anchor domain as the reference (last) data set, 30 output dimensions; ``--max-iter``
+    caps its outer iterations (its default 1000).
+    """
+    import pamona  # noqa: F401  (fail early and clearly when absent)
+
+    k = args.k if args.k is not None else 10
+    eps = args.epsilon if args.epsilon is not None else 1e-3
+    z, gw = _pamona_once(domain_features(inp), k=k, eps=eps, max_iter=args.max_iter)
+    return z, {"hyperparameters": {"k": int(k), "epsilon": float(eps), "max_iter": args.max_iter, "gw_dist": gw}}
+
+
+def run_pamona_tuned(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pamona self-tuned: the lowest (summed) GW distortion over ``k`` x ``epsilon``, time-bounded."""
+    import time as _time
+
+    import numpy as np
+
+    feats = domain_features(inp)
+    start, best, tried, left = _time.perf_counter(), None, [], []
+    for eps in PAMONA_TUNE_EPSILONS:
+        for k in PAMONA_TUNE_KS:
+            if tried and _time.perf_counter() - start >= args.time_budget:
+                left.append({"k": k, "epsilon": eps})
+                continue
+            t0 = _time.perf_counter()
+            try:
+                z, gw = _pamona_once(feats, k=k, eps=eps, max_iter=args.max_iter)
+            except (RuntimeError, ValueError, np.linalg.LinAlgError):
+                z, gw = None, float("inf")
+            tried.append({"k": k, "epsilon": eps, "gw_dist": gw, "seconds": _time.perf_counter() - t0})
+            if z is not None and (best is None or gw < best[0]):
+                best = (gw, k, eps, z)
+    if best is None:
+        raise RuntimeError(f"no Pamona run succeeded; tried {[(t['k'], t['epsilon']) for t in tried]}")
+    gw, k, eps, z = best
+    grid = {"ks": list(PAMONA_TUNE_KS), "epsilons": list(PAMONA_TUNE_EPSILONS), "time_budget_s": args.time_budget}
+    hyper = {"k": int(k), "epsilon": float(eps), "max_iter": args.max_iter, "gw_dist": gw}
+    return z, {"hyperparameters": hyper, "grid": grid, "trials": tried, "skipped": left}
 
 
 RUNNERS = {
@@ -313,12 +497,18 @@ RUNNERS = {
     "scot_tuned": (run_scot_tuned, "cellbridge benchmarks/_scot.py (POT)", "pot"),
     "uniport": (run_uniport, "uniport", "uniport"),
     "scotplus": (run_scotplus, "scotplus", "scotplus"),
+    "scotplus_tuned": (run_scotplus_tuned, "scotplus", "scotplus"),
+    "pamona": (run_pamona, "pamona", "pamona"),
+    "pamona_tuned": (run_pamona_tuned, "pamona", "pamona"),
 }
 SPACES = {
-    "scot_default": "RNA PCA space, L2-normalised rows; ATAC = barycentric projection",
-    "scot_tuned": "RNA PCA space, L2-normalised rows; ATAC = barycentric projection",
+    "scot_default": "anchor's (RNA's) features, L2-normalised rows; other domains = barycentric projection",
+    "scot_tuned": "anchor's (RNA's) features, L2-normalised rows; other domains = barycentric projection",
     "uniport": "uniPort 16-d VAE latent (obsm['latent']) of both domains",
-    "scotplus": "RNA PCA space, L2-normalised rows; ATAC = barycentric projection",
+    "scotplus": "anchor's (RNA's) features, L2-normalised rows; other domains = barycentric projection",
+    "scotplus_tuned": "anchor's features, L2-normalised rows; other domains = barycentric projection",
+    "pamona": "Pamona's joint manifold-alignment embedding (30-d)",
+    "pamona_tuned": "Pamona's joint manifold-alignment embedding (30-d)",
 }
 
 
@@ -336,7 +526,7 @@ def run_method(method: str, inputs: Path, out: Path, args: argparse.Namespace) -
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    if method in ("uniport", "scotplus"):  # torch users; the SCOT methods do not import torch
+    if method in ("uniport", "scotplus", "scotplus_tuned"):  # torch users; the SCOT methods do not import torch
         import torch
 
         torch.set_num_threads(args.threads)
@@ -352,16 +542,17 @@ def run_method(method: str, inputs: Path, out: Path, args: argparse.Namespace) -
         with np.load(inputs, allow_pickle=False) as npz:
             inp = {key: npz[key] for key in npz.files}
         t0 = time.perf_counter()
-        z_rna, z_atac, extra = runner(inp, args)
+        z, extra = runner(inp, args)
         info["wall_s"] = time.perf_counter() - t0
-        z_rna, z_atac = np.asarray(z_rna, dtype=np.float64), np.asarray(z_atac, dtype=np.float64)
-        n_rna, n_atac = inp["rna_pca"].shape[0], inp["atac_svd"].shape[0]
-        if z_rna.shape[0] != n_rna or z_atac.shape[0] != n_atac or z_rna.shape[1] != z_atac.shape[1]:
-            raise RuntimeError(f"bad output shapes z_rna {z_rna.shape}, z_atac {z_atac.shape}")
-        if not (np.isfinite(z_rna).all() and np.isfinite(z_atac).all()):
+        feats = domain_features(inp)
+        z = {d: np.asarray(z[d], dtype=np.float64) for d in feats}
+        dims = {v.shape[1] for v in z.values()}
+        if any(z[d].shape[0] != feats[d].shape[0] for d in feats) or len(dims) != 1:
+            raise RuntimeError(f"bad output shapes {({d: v.shape for d, v in z.items()})}")
+        if not all(np.isfinite(v).all() for v in z.values()):
             raise RuntimeError("non-finite values in the embedding")
         info.update({k: v for k, v in extra.items() if v is not None})
-        store.update(z_rna=z_rna, z_atac=z_atac)
+        store.update({f"z_{d}": v for d, v in z.items()})
         error = ""
     except BaseException as exc:  # noqa: BLE001 - record everything, incl. SystemExit from a peer
         if isinstance(exc, KeyboardInterrupt):
@@ -435,12 +626,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="result.npz to write (with --method)")
     p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=None, help="scot_default/scotplus: neighbours (default SCOT's / 50)")
-    p.add_argument("--epsilon", type=float, default=None, help="scot_default/scotplus: entropy (default 1e-3)")
-    p.add_argument("--max-iter", type=int, default=1000, help="scot_*: outer entropic-GW iterations (POT/SCOT default 1000)")
+    p.add_argument("--k", type=int, default=None, help="scot_default/scotplus/pamona: neighbours (default SCOT's / 50 / 10)")
+    p.add_argument("--epsilon", type=float, default=None, help="scot_default/scotplus/pamona: entropy (default 1e-3)")
+    p.add_argument("--max-iter", type=int, default=1000, help="scot_*, pamona*: outer GW iterations (their default 1000)")
     p.add_argument("--ks", type=_ints, default=list(DEFAULT_TUNE_KS), help="scot_tuned: k grid, comma separated")
     p.add_argument("--epsilons", type=_floats, default=list(DEFAULT_TUNE_EPSILONS), help="scot_tuned: epsilon grid")
-    p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, help="scot_tuned: seconds before no new solve starts")
+    p.add_argument("--time-budget", type=float, default=DEFAULT_TIME_BUDGET_S, help="*_tuned: seconds before no new solve starts")
+    p.add_argument("--nits-uot", type=int, default=None, help="scotplus*: Sinkhorn iterations per OT problem (default its 100000)")
     p.add_argument("--uniport-iterations", type=int, default=30000, help="uniport: max training iterations (its default)")
     args = p.parse_args(argv)
     if args.method and args.out is None:

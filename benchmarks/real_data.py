@@ -1,28 +1,52 @@
-"""cellbridge against published unpaired-integration methods on the sci-CAR A549 co-assay.
+"""cellbridge against published unpaired-integration methods on three real data sets.
 
-Both modalities of every cell were measured together, so the true pairing scores each
-method, while every method sees RNA and ATAC as unpaired. A fixed, seeded 20% of the
-cells (cellbridge's sci-CAR split, seed 0) are held out and scored.
+Data sets (read from ``../shared/data/``, see its README; a missing one is skipped with a
+message, never copied into the repository):
 
-- cellbridge: each alignment method (package defaults, ``config/scicar.yaml``) in three
-  settings -- ``unsupervised``; ``labels`` (treatment time as a shared label); ``anchors``
-  (10% of the training cells given as known pairs) -- plus the ``none`` reference.
-- Peers, run by ``benchmarks/peers_run.py`` on the inputs the issue prescribes (RNA:
-  normalised, log1p, PCA 30; ATAC: binarised, TF-IDF, SVD 30 without the first
-  component): SCOT's algorithm (POT) with the authors' defaults and self-tuned, and the
-  PyPI packages ``uniport`` and ``scotplus`` from the peers environment
-  (``benchmarks/requirements-peers.txt``) where it exists. Peers align all cells
-  transductively and are scored on the same held-out cells; their "translation" is the
-  average of the partner domain's 15 nearest training cells in the joint embedding.
+- ``scicar``: sci-CAR A549 RNA + ATAC co-assay (1874 cells, paired). Every method sees the
+  two modalities as unpaired; the true pairing scores FOSCTTM, partner-in-kNN and
+  translation. Domains go through cellbridge's RNA and ATAC preprocessing
+  (``config/scicar.yaml``), the held-out 20% is cellbridge's sci-CAR split.
+- ``pbmc``: PBMC multiome as two *unpaired* domains (1985 RNA, 1919 ATAC profiles, 50
+  scaled features each) with partly shared cell types: 0-3 in both, 4-5 ATAC only, 6-9
+  RNA only. No pairing exists: scored by label transfer on the 4 shared types and by the
+  fraction of one-domain-only cells matched onto a shared type
+  (:func:`cellbridge.metrics.unshared_matched_fraction`, lower is better).
+- ``scnmt``: scNMT-seq mouse gastrulation, three unpaired domains (RNA 597, methylation
+  725, accessibility 647 cells; 30 features each), scored by stage transfer between every
+  pair of domains and domain mixing.
 
-Every run is a child process, so wall time and peak memory (max RSS) are its own. The
-metrics are the workflow's (:func:`cellbridge.evaluate.evaluate_run`) for every row.
+PBMC and scNMT are whitespace-separated matrices; each domain is written as an AnnData
+(labels and a seeded, label-stratified 20% held-out split in ``obs``) and prepared by the
+workflow's own ``features`` modality (:func:`cellbridge.stages.prepare_domain`: Gaussian
+likelihood, standardised features). Every method is scored on the held-out cells only.
 
-    .venv/bin/python benchmarks/real_data.py            # full run (about an hour on 2 cores)
-    .venv/bin/python benchmarks/real_data.py --smoke    # tiny version (CI)
-    .venv/bin/python benchmarks/real_data.py --methods '' --settings '' --no-reference --update  # peers only
+Rows, per data set:
 
-Writes ``real_data.csv`` and ``real_data.md`` under ``benchmarks/results/`` (or ``--out``).
+- cellbridge, package defaults, each alignment method (``--methods``) and seed
+  (``--seeds``) in the settings ``unsupervised``, ``labels`` (the cell type / stage as a
+  shared label) and ``anchors`` (10% of the training cells as known pairs; sci-CAR only);
+- floors (``--floors``): ``none`` (cellbridge without alignment, every seed), ``random``
+  (a random Gaussian latent of the model's size, every seed), ``pca`` (each domain's own
+  PCA at the latent size, no alignment; deterministic, seed 0);
+- peers (``--peers``, run by ``benchmarks/peers_run.py`` on the same features, seed 0):
+  SCOT (our POT implementation, ``_scot.py``), SCOT+ (``scotplus``) and Pamona
+  (``pamona``) at their defaults and self-tuned, uniPort on sci-CAR. Peers align all
+  cells transductively and are scored on the same held-out cells. On sci-CAR their
+  "translation" is the average of the partner domain's 15 nearest training cells.
+
+Every run is a child process, so wall time and peak memory (max RSS) are its own.
+
+    .venv/bin/python benchmarks/real_data.py                       # everything (many hours on 2 cores)
+    .venv/bin/python benchmarks/real_data.py --datasets pbmc --seeds 0,1,2,3,4 --settings unsupervised
+    .venv/bin/python benchmarks/real_data.py --smoke               # tiny version of every data set (CI)
+    .venv/bin/python benchmarks/real_data.py --datasets pbmc,scnmt --methods '' --settings '' \\
+        --floors '' --peer-max-iter 100 --peer-timeout 1200 --update   # peers only
+
+Writes ``real_data_<name>.tsv`` (long format: ``method, setting, seed, metric, value``;
+``wall_s`` and ``peak_rss_mb`` are metrics too) and ``real_data_<name>.md`` (per method x
+setting: mean, sd and worst seed of each headline metric; unsupervised block first) under
+``benchmarks/results/`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -38,6 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,47 +72,132 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from peers_run import load_counts, make_inputs, save_csr  # noqa: E402  (the peers' prescribed inputs)
 
-DATA = ROOT.parent / "shared" / "data" / "scicar_a549"
+DATA_ROOT = ROOT.parent / "shared" / "data"
 PEERS_PYTHON = ROOT / "benchmarks" / ".venv-peers" / "bin" / "python"
 SETTINGS = ("unsupervised", "labels", "anchors")
 METHODS = ("adversarial", "wasserstein", "mmd")
-PEERS = ("scot_default", "scot_tuned", "uniport", "scotplus")
+FLOORS = ("none", "random", "pca")
+SEEDS = (0, 1, 2, 3, 4)
 #: peers that need the separate peers environment (the SCOT algorithm runs on POT here)
-ENV_PEERS = {"uniport", "scotplus"}
-ANCHOR_FRACTION = 0.10
-TRANSLATION_K = 15
-#: cells kept by --smoke (the SCOT peer is quadratic in memory and slow beyond a few hundred)
-SMOKE_CELLS = 300
-#: columns of the published table: metric key in evaluate_run -> header
-COLUMNS = {
-    "foscttm_atac_rna": "FOSCTTM",
-    "partner5_atac_rna": "partner in 5-NN",
-    "partner50_atac_rna": "partner in 50-NN",
-    "transfer_accuracy_rna_to_atac": "label transfer rna->atac",
-    "transfer_accuracy_atac_to_rna": "label transfer atac->rna",
-    "pearson_gene_top_atac_to_rna": "atac->rna Pearson (top genes)",
-    "pearson_gene_atac_to_rna": "atac->rna Pearson (all genes)",
-    "auroc_rna_to_atac": "rna->atac AUROC",
+ENV_PEERS = {"uniport", "scotplus", "scotplus_tuned", "pamona", "pamona_tuned"}
+#: what "default" and "self-tuned" mean per peer (printed under every table)
+PEER_NOTES = {
+    "scot_default": "SCOT (POT re-implementation, benchmarks/_scot.py): authors' defaults k = min(0.2 n, 50), "
+                    "eps = 1e-3",
+    "scot_tuned": "SCOT self-tuned: SCOT's own rule, lowest GW distance over k in {20, 60, 100} x "
+                  "eps in {1e-2, 5e-3, 2e-3, 1e-3}, largest eps first, within the time budget",
+    "scotplus": "SCOT+ (scotplus 1.0.2) balanced GW as in its tutorial: k = 50, eps = 1e-3",
+    "scotplus_tuned": "SCOT+ self-tuned: SCOT's rule (SCOT+ ships none), lowest GW distortion over "
+                      "k in {20, 50, 100} x eps in {1e-2, 5e-3, 1e-3}, within the time budget",
+    "pamona": "Pamona 0.1.0 defaults: k = 10, eps = 1e-3, Lambda = 1, n_shared = smaller data set, z-scored inputs",
+    "pamona_tuned": "Pamona self-tuned: SCOT's rule (Pamona ships none), lowest partial-GW distortion over "
+                    "k in {10, 30, 50} x eps in {5e-3, 1e-3}, within the time budget",
+    "uniport": "uniPort 1.3 diagonal integration, its tutorial's preprocessing from raw counts, defaults",
 }
+ANCHOR_FRACTION = 0.10
+TEST_FRACTION = 0.2
+TRANSLATION_K = 15
+#: cells kept by --smoke (the GW peers are quadratic in memory and slow beyond a few hundred)
+SMOKE_CELLS = {"scicar": 300, "pbmc": 200, "scnmt": 120}
+#: outer GW iterations of the peers in --smoke
+SMOKE_PEER_MAX_ITER = 20
+
+
+# ----------------------------------------------------------------------------- data sets
+@dataclass
+class Dataset:
+    """One real data set: where it is, how it is prepared and how it is scored.
+
+    ``headline`` maps metric keys to (column header, higher is better); ``peers`` are the
+    peer methods run on it; ``anchors`` whether a truth pairing exists for the anchor
+    setting.
+    """
+
+    name: str
+    title: str
+    folder: str
+    marker: str
+    headline: dict[str, tuple[str, bool]]
+    peers: tuple[str, ...]
+    anchors: bool = False
+    label_key: str = "cell_type"
+    files: dict[str, tuple[str, str]] = field(default_factory=dict)  # domain -> (matrix, labels)
+
+    def path(self, root: Path) -> Path:
+        return root / self.folder
+
+    def available(self, root: Path) -> bool:
+        return (self.path(root) / self.marker).exists()
+
+
+GW_PEERS = ("scot_default", "scot_tuned", "scotplus", "scotplus_tuned", "pamona", "pamona_tuned")
+DATASETS = {
+    "scicar": Dataset(
+        name="scicar", title="sci-CAR A549 (1874 co-assayed cells, RNA + ATAC given unpaired)",
+        folder="scicar_a549", marker="shared_cells.pkl", anchors=True, label_key="treatment_time",
+        peers=(*GW_PEERS, "uniport"),
+        headline={
+            "foscttm_atac_rna": ("FOSCTTM", False),
+            "partner5_atac_rna": ("partner in 5-NN", True),
+            "transfer_accuracy_rna_to_atac": ("label transfer rna->atac", True),
+            "transfer_accuracy_atac_to_rna": ("label transfer atac->rna", True),
+            "pearson_gene_top_atac_to_rna": ("atac->rna Pearson (top genes)", True),
+            "auroc_rna_to_atac": ("rna->atac AUROC", True),
+        },
+    ),
+    "pbmc": Dataset(
+        name="pbmc", title="PBMC multiome, unpaired (1985 RNA, 1919 ATAC profiles; 4 shared cell types)",
+        folder="pbmc_multiome_unpaired", marker="RNA_scaledata.txt", peers=GW_PEERS,
+        files={"rna": ("RNA_scaledata.txt", "RNA_type.txt"), "atac": ("ATAC_scaledata.txt", "ATAC_type.txt")},
+        headline={
+            "shared_transfer": ("label transfer, shared types (mean)", True),
+            "shared_transfer_rna_to_atac": ("shared rna->atac", True),
+            "shared_transfer_atac_to_rna": ("shared atac->rna", True),
+            "unshared_matched": ("one-domain-only cells on a shared type (lower better)", False),
+            "domain_entropy": ("domain mixing", True),
+        },
+    ),
+    "scnmt": Dataset(
+        name="scnmt", title="scNMT-seq gastrulation, three unpaired domains (RNA 597, methylation 725, accessibility 647)",
+        folder="scnmt_gastrulation", marker="rna_30.txt", label_key="stage", peers=GW_PEERS,
+        files={d: (f"{d}_30.txt", f"{d}_stage.txt") for d in ("rna", "met", "acc")},
+        headline={
+            "stage_transfer": ("stage transfer (mean of 6 pairs)", True),
+            "stage_transfer_worst_pair": ("worst pair", True),
+            "domain_entropy": ("domain mixing", True),
+        },
+    ),
+}
+#: PBMC cell types by number (``celltype-map.txt``); 0-3 are in both domains
+PBMC_TYPES = {0: "CD8Tex", 1: "Monocytes", 2: "NaiveCD4Tcells", 3: "RestNK", 4: "Tfh", 5: "MemoryBcells",
+              6: "CD8Tcells", 7: "RestMemCD4Tcells", 8: "RestpDCs", 9: "NaiveBcells"}
+PBMC_SHARED = tuple(PBMC_TYPES[i] for i in range(4))
+SCNMT_STAGES = {0: "E4.5", 1: "E5.5", 2: "E6.5", 3: "E7.5"}
 
 
 # ----------------------------------------------------------------------------- set-up
-def bench_config(data: Path, *, smoke: bool) -> dict:
-    """The sci-CAR workflow config with the data path set; tiny training for --smoke."""
-    from cellbridge.config import load_config
+def bench_config(ds: Dataset, root: Path, workdir: Path, *, smoke: bool) -> dict:
+    """The workflow config of a data set (package defaults); tiny training for --smoke."""
+    from cellbridge.config import load_config, validate_config
 
-    config = load_config(ROOT / "config" / "scicar.yaml")
+    if ds.name == "scicar":
+        config = load_config(ROOT / "config" / "scicar.yaml")
+        config["scicar"]["path"] = str(ds.path(root))
+    else:
+        domains = {d: {"modality": "features", "input": str(workdir / "inputs" / f"{d}.h5ad")} for d in ds.files}
+        config = validate_config({"run": "bench", "label_key": ds.label_key, "truth": None, "domains": domains})
     config["run"] = "bench"
-    config["scicar"]["path"] = str(data)
     config["training"]["threads"] = int(os.environ.get("CELLBRIDGE_THREADS", "2"))
     if smoke:
         config["training"]["max_epochs"] = 2
         config["alignment"]["warmup_epochs"] = 0
         config["alignment"]["ramp_epochs"] = 1
+        if "correspondence" in config["alignment"]:  # the geometric prior, exercised but small
+            config["alignment"]["correspondence"].update(n_landmarks=50, k_grid=[10])
     return config
 
 
-def setting_config(config: dict, setting: str, anchors: Path) -> dict:
+def setting_config(config: dict, setting: str, anchors: Path | None) -> dict:
     """The config of one supervision setting (a deep copy)."""
     config = json.loads(json.dumps(config))
     config["alignment"]["labels"]["use"] = setting == "labels"
@@ -96,17 +206,81 @@ def setting_config(config: dict, setting: str, anchors: Path) -> dict:
     return config
 
 
-def prepare(config: dict) -> None:
-    """Import sci-CAR and prepare both domains with cellbridge's own preprocessing."""
+def read_feature_domain(ds: Dataset, root: Path, domain: str):
+    """One PBMC/scNMT domain as read: ``(values, labels)`` (labels named, as strings)."""
+    matrix, label_file = ds.files[domain]
+    x = np.loadtxt(ds.path(root) / matrix, dtype=np.float64, ndmin=2)
+    codes = np.loadtxt(ds.path(root) / label_file, dtype=np.float64).astype(int)
+    if codes.shape[0] != x.shape[0]:
+        raise ValueError(f"{label_file}: {codes.shape[0]} labels for {x.shape[0]} rows of {matrix}")
+    names = PBMC_TYPES if ds.name == "pbmc" else SCNMT_STAGES
+    return x, np.asarray([names[c] for c in codes], dtype=object)
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """``"test"`` for a seeded ``fraction`` of every label's cells (at least one), else ``"train"``."""
+    rng = np.random.default_rng(seed)
+    split = np.full(labels.shape[0], "train", dtype=object)
+    for lab in sorted(set(labels)):
+        idx = np.flatnonzero(labels == lab)
+        n_test = max(1, int(round(fraction * idx.size))) if idx.size > 1 else 0
+        split[rng.choice(idx, n_test, replace=False)] = "test"
+    return split
+
+
+def write_feature_inputs(ds: Dataset, root: Path, config: dict, *, smoke: bool) -> None:
+    """Each PBMC/scNMT domain as an ``.h5ad`` the workflow's ``features`` preparation reads.
+
+    Cells are named ``{domain}_{row}`` in file order; ``obs`` holds the label and a seeded,
+    label-stratified held-out split. With ``smoke``, a seeded subset of cells is kept.
+    """
+    import anndata as ad
+
+    from cellbridge._io import write_h5ad
+
+    for i, (domain, dom) in enumerate(config["domains"].items()):
+        x, labels = read_feature_domain(ds, root, domain)
+        rows = np.arange(x.shape[0])
+        if smoke:
+            rows = np.sort(np.random.default_rng(100 + i).choice(rows, min(SMOKE_CELLS[ds.name], rows.size), replace=False))
+        obs = pd.DataFrame(
+            {ds.label_key: pd.Categorical(labels[rows].astype(str)),
+             "split": stratified_split(labels[rows], TEST_FRACTION, seed=i)},
+            index=[f"{domain}_{r:04d}" for r in rows],
+        )
+        a = ad.AnnData(x[rows].astype(np.float32), obs=obs)
+        a.var_names = [f"{domain}_f{j:02d}" for j in range(x.shape[1])]
+        write_h5ad(a, Path(dom["input"]))
+
+
+def prepare(ds: Dataset, root: Path, config: dict, *, smoke: bool) -> None:
+    """Prepare every domain with cellbridge's own preprocessing (the workflow's prepare stage)."""
     from cellbridge import stages
 
-    stages.import_scicar(config)
+    if ds.name == "scicar":
+        stages.import_scicar(config)
+    else:
+        write_feature_inputs(ds, root, config, smoke=smoke)
     for domain in config["domains"]:
         stages.prepare_domain(config, domain)
 
 
+def write_feature_peer_inputs(config: dict, path: Path) -> None:
+    """Peer inputs of a features data set: each domain's prepared (standardised) X, anchor first."""
+    from cellbridge import stages
+
+    adatas = stages.read_prepared(config)
+    store: dict = {"domains": np.asarray(list(adatas), dtype=str)}
+    for d, a in adatas.items():
+        x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+        store[f"x_{d}"] = np.asarray(x, dtype=np.float64)
+        store[f"cell_ids_{d}"] = np.asarray(a.obs_names, dtype=str)
+        store[f"labels_{d}"] = np.asarray(a.obs[config["label_key"]].astype(str), dtype=str)
+    np.savez_compressed(path, **store)
+
+
 def write_anchor_table(config: dict, path: Path) -> Path:
-    """Known pairs among the training cells present in both prepared domains.
+    """Known pairs among the training cells present in both prepared domains (sci-CAR).
 
     The model uses a seeded ``ANCHOR_FRACTION`` of these rows, i.e. 10% of the training
     cells; held-out cells are never anchors.
@@ -127,11 +301,7 @@ def write_anchor_table(config: dict, path: Path) -> Path:
 
 
 def subset_cells(config: dict, inputs: Path, n_cells: int, *, seed: int = 0) -> None:
-    """Keep ``n_cells`` seeded cells in the prepared domains and the peer inputs (--smoke).
-
-    The same cell ids are kept everywhere, so the smoke run exercises every step on a
-    data set small enough for the Gromov-Wasserstein peers.
-    """
+    """Keep ``n_cells`` seeded cells in the prepared sci-CAR domains and the peer inputs (--smoke)."""
     from cellbridge import stages
     from cellbridge._io import write_h5ad
     from cellbridge.truth import cell_ids_for, read_truth
@@ -159,22 +329,10 @@ def subset_cells(config: dict, inputs: Path, n_cells: int, *, seed: int = 0) -> 
     np.savez_compressed(inputs, **store)
 
 
-# ----------------------------------------------------------------------------- children
+# ----------------------------------------------------------------------------- scoring
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def run_cellbridge(config: dict, method: str, seed: int = 0) -> dict:
-    """Train, translate and evaluate one model; metrics plus time and memory."""
-    from cellbridge import stages
-
-    t0 = time.perf_counter()
-    model = stages.train(config, method, seed)
-    stages.translate(config, method, seed)
-    seconds = time.perf_counter() - t0
-    result = stages.evaluate(config, method, seed)
-    return {"metrics": result["metrics"], "seconds": seconds, "peak_mb": peak_rss_mb(), "epochs": len(model.history)}
 
 
 def knn_translation(z_src: np.ndarray, z_ref: np.ndarray, ref, *, k: int = TRANSLATION_K):
@@ -187,12 +345,47 @@ def knn_translation(z_src: np.ndarray, z_ref: np.ndarray, ref, *, k: int = TRANS
     return ref[idx].mean(axis=1)
 
 
-def score_peer(config: dict, z: dict[str, np.ndarray], ids: dict[str, np.ndarray]) -> dict:
-    """Score a peer's joint embedding (rows named by sci-CAR cell ids) with the workflow's metrics.
+def extra_metrics(ds: Dataset, config: dict, latents: dict) -> dict[str, float]:
+    """The data set's own headline metrics on held-out cells, beyond ``evaluate_run``'s.
 
-    The embedding is placed on cellbridge's prepared cells (by cell id), so peers and
-    cellbridge are scored on the same held-out cells. Its translation of each source cell is the mean of the target domain's
-    ``TRANSLATION_K`` nearest *training* cells (held-out partners are never averaged).
+    PBMC: kNN label transfer with both domains restricted to the 4 shared types, and the
+    fraction of one-domain-only cells matched onto a shared type. scNMT: stage transfer
+    averaged over the 6 ordered pairs of domains, and its worst pair.
+    """
+    from cellbridge import metrics as M
+    from cellbridge.evaluate import LATENT_KEY, held_out_mask
+
+    k = config["evaluation"]["label_k"]
+    z, lab = {}, {}
+    for d, a in latents.items():
+        held = held_out_mask(a)[0]
+        z[d] = np.asarray(a.obsm[LATENT_KEY], dtype=np.float64)[held]
+        lab[d] = a.obs[config["label_key"]].astype(str).to_numpy()[held]
+    out: dict[str, float] = {}
+    if ds.name == "pbmc":
+        (a, b) = ("rna", "atac")
+        sa, sb = np.isin(lab[a], PBMC_SHARED), np.isin(lab[b], PBMC_SHARED)
+        out["shared_transfer_rna_to_atac"] = M.knn_label_transfer(z[a][sa], lab[a][sa], z[b][sb], lab[b][sb], k=k)["accuracy"]
+        out["shared_transfer_atac_to_rna"] = M.knn_label_transfer(z[b][sb], lab[b][sb], z[a][sa], lab[a][sa], k=k)["accuracy"]
+        out["shared_transfer"] = (out["shared_transfer_rna_to_atac"] + out["shared_transfer_atac_to_rna"]) / 2
+        um = M.unshared_matched_fraction(z[a], lab[a], z[b], lab[b], k=k, shared=PBMC_SHARED)
+        out["unshared_matched"] = um["fraction"]
+        out["unshared_matched_rna_to_atac"], out["unshared_matched_atac_to_rna"] = um["a_to_b"], um["b_to_a"]
+    elif ds.name == "scnmt":
+        pairs = [M.knn_label_transfer(z[a], lab[a], z[b], lab[b], k=k)["accuracy"]
+                 for a in z for b in z if a != b]
+        out["stage_transfer"] = float(np.mean(pairs))
+        out["stage_transfer_worst_pair"] = float(np.min(pairs))
+    return out
+
+
+def score_embedding(ds: Dataset, config: dict, z: dict[str, np.ndarray], ids: dict[str, np.ndarray]) -> dict:
+    """Score a joint embedding made outside cellbridge (a peer or a floor) like a cellbridge run.
+
+    ``z[d]`` has one row per entry of ``ids[d]`` (sci-CAR cell ids, or the prepared cells'
+    names for features data sets); rows are placed on cellbridge's prepared cells, so every
+    method is scored on the same held-out cells. On sci-CAR the translation of each source
+    cell is the mean of the target domain's ``TRANSLATION_K`` nearest *training* cells.
     """
     import anndata as ad
 
@@ -201,62 +394,143 @@ def score_peer(config: dict, z: dict[str, np.ndarray], ids: dict[str, np.ndarray
     from cellbridge.truth import cell_ids_for, read_truth
 
     prepared = stages.read_prepared(config)
-    truth = read_truth(stages.truth_path(config))
+    truth = read_truth(stages.truth_path(config)) if stages.truth_path(config) else None
     latents, translations = {}, {}
     for d, a in prepared.items():
-        rows = pd.Index(ids[d]).get_indexer(cell_ids_for(a.obs, truth))
+        keys = cell_ids_for(a.obs, truth) if truth is not None else np.asarray(a.obs_names)
+        rows = pd.Index(ids[d]).get_indexer(keys)
         if (rows < 0).any():
-            raise ValueError(f"{(rows < 0).sum()} prepared {d} cells are missing from the peer's embedding")
-        emb = np.asarray(z[d], dtype=np.float64)[rows]
+            raise ValueError(f"{(rows < 0).sum()} prepared {d} cells are missing from the embedding")
         lat = ad.AnnData(obs=a.obs.copy())
-        lat.obsm[LATENT_KEY] = emb
+        lat.obsm[LATENT_KEY] = np.asarray(z[d], dtype=np.float64)[rows]
         latents[d] = lat
-    for src in prepared:
-        for tgt in prepared:
-            if src == tgt:
-                continue
-            tgt_ad = prepared[tgt]
-            train = ~held_out_mask(tgt_ad)[0]
-            z_src, z_ref = latents[src].obsm[LATENT_KEY], latents[tgt].obsm[LATENT_KEY][train]
-            tr = ad.AnnData(knn_translation(z_src, z_ref, tgt_ad.X[train]), obs=prepared[src].obs.copy())
-            if "binary" in tgt_ad.layers:
-                tr.layers["probability"] = knn_translation(z_src, z_ref, tgt_ad.layers["binary"][train])
-            translations[(src, tgt)] = tr
-    return evaluate_run(latents, translations=translations, prepared=prepared, truth=truth,
-                        label_key=config["label_key"])["metrics"]
+    if truth is not None:
+        for src in prepared:
+            for tgt in prepared:
+                if src == tgt:
+                    continue
+                tgt_ad = prepared[tgt]
+                train = ~held_out_mask(tgt_ad)[0]
+                z_src, z_ref = latents[src].obsm[LATENT_KEY], latents[tgt].obsm[LATENT_KEY][train]
+                tr = ad.AnnData(knn_translation(z_src, z_ref, tgt_ad.X[train]), obs=prepared[src].obs.copy())
+                if "binary" in tgt_ad.layers:
+                    tr.layers["probability"] = knn_translation(z_src, z_ref, tgt_ad.layers["binary"][train])
+                translations[(src, tgt)] = tr
+    ev = config["evaluation"]
+    metrics = evaluate_run(latents, translations=translations, prepared=prepared, truth=truth,
+                           label_key=config["label_key"], k_values=tuple(ev["k"]), label_k=ev["label_k"],
+                           entropy_k=ev["entropy_k"], top_genes=ev["top_genes"])["metrics"]
+    return {**metrics, **extra_metrics(ds, config, latents)}
+
+
+# ----------------------------------------------------------------------------- children
+def run_cellbridge(ds: Dataset, config: dict, method: str, seed: int) -> dict:
+    """Train, translate and evaluate one model (package defaults); metrics plus time and memory."""
+    from cellbridge import stages
+    from cellbridge._io import read_h5ad
+
+    t0 = time.perf_counter()
+    model = stages.train(config, method, seed)
+    stages.translate(config, method, seed)
+    seconds = time.perf_counter() - t0
+    result = stages.evaluate(config, method, seed)
+    latents = {d: read_h5ad(stages.model_dir(config, method, seed) / f"{d}.h5ad", d) for d in config["domains"]}
+    metrics = {**result["metrics"], **extra_metrics(ds, config, latents)}
+    return {"metrics": metrics, "seconds": seconds, "peak_mb": peak_rss_mb(), "epochs": len(model.history)}
+
+
+def run_floor(ds: Dataset, config: dict, floor: str, seed: int) -> dict:
+    """``random`` (Gaussian latent of the model's size) or ``pca`` (each domain's own PCA)."""
+    from sklearn.decomposition import PCA
+
+    from cellbridge import stages
+
+    t0 = time.perf_counter()
+    dim = config["model"]["latent_dim"]
+    prepared = stages.read_prepared(config)
+    rng = np.random.default_rng(seed)
+    z = {}
+    for d, a in prepared.items():
+        if floor == "random":
+            z[d] = rng.normal(size=(a.n_obs, dim))
+        else:
+            x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X, dtype=np.float64)
+            z[d] = PCA(n_components=min(dim, *x.shape), random_state=0).fit_transform(x)
+            if z[d].shape[1] < dim:
+                z[d] = np.pad(z[d], ((0, 0), (0, dim - z[d].shape[1])))
+    seconds = time.perf_counter() - t0
+    ids = _embedding_ids(config, prepared)
+    return {"metrics": score_embedding(ds, config, z, ids), "seconds": seconds, "peak_mb": peak_rss_mb()}
+
+
+def _embedding_ids(config: dict, prepared: dict) -> dict[str, np.ndarray]:
+    """The keys :func:`score_embedding` places rows by, for embeddings in prepared-row order."""
+    from cellbridge import stages
+    from cellbridge.truth import cell_ids_for, read_truth
+
+    tpath = stages.truth_path(config)
+    truth = read_truth(tpath) if tpath else None
+    return {d: (cell_ids_for(a.obs, truth) if truth is not None else np.asarray(a.obs_names)) for d, a in prepared.items()}
 
 
 def run_child(args: argparse.Namespace) -> None:
     """One row of the table, in its own process; JSON to --result."""
     config = json.loads(Path(args.child_config).read_text())
+    ds = DATASETS[args.dataset]
     os.chdir(args.workdir)
     if args.kind == "cellbridge":
-        out = run_cellbridge(config, args.name)
+        out = run_cellbridge(ds, config, args.name, args.child_seed)
+    elif args.kind == "floor":
+        out = run_floor(ds, config, args.name, args.child_seed)
     else:
-        out = run_peer(config, args.name, Path(args.workdir), Path(args.reuse_peers) if args.reuse_peers else None)
+        out = run_peer(ds, config, args.name, Path(args.workdir), args)
     Path(args.result).write_text(json.dumps(out, default=float))
 
 
-def run_peer(config: dict, peer: str, workdir: Path, reuse: Path | None = None) -> dict:
+def _find(folder: Path, *names: str) -> Path | None:
+    for name in names:
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def run_peer(ds: Dataset, config: dict, peer: str, workdir: Path, args: argparse.Namespace) -> dict:
     """Run a peer in its environment's interpreter and score its embedding here.
 
-    With ``reuse``, an earlier ``peers_run.py`` result ``{reuse}/{peer}.npz`` is scored
-    instead, provided it was made from identical inputs (``{reuse}/inputs.npz``).
+    With ``--reuse-peers DIR``, an earlier result ``DIR[/<data set>]/{peer}.npz`` (or
+    ``peer_{peer}.npz``, as this script leaves them in its work folder) is scored instead,
+    provided it was made from identical inputs (``inputs.npz`` / ``peer_inputs.npz`` beside it).
     """
     inputs = workdir / "peer_inputs.npz"
     python = str(PEERS_PYTHON) if peer in ENV_PEERS else sys.executable
     out = workdir / f"peer_{peer}.npz"
     seconds = float("nan")
-    if reuse is not None and (reuse / f"{peer}.npz").exists():
-        if not _same_arrays(reuse / "inputs.npz", inputs):
-            return {"error": f"{reuse}/inputs.npz differs from this run's inputs; cannot reuse {peer}.npz"}
-        out = reuse / f"{peer}.npz"
+    reuse = None
+    if args.reuse_peers:
+        base = Path(args.reuse_peers)
+        for folder in (base / ds.name, base):
+            found = _find(folder, f"{peer}.npz", f"peer_{peer}.npz")
+            if found is not None and found.resolve() != out.resolve():
+                reuse = (folder, found)
+                break
+    if reuse is not None:
+        same = _find(reuse[0], "inputs.npz", "peer_inputs.npz")
+        if same is None or not _same_arrays(same, inputs):
+            return {"error": f"{reuse[0]}: inputs differ from this run's; cannot reuse {reuse[1].name}"}
+        out = reuse[1]
     else:
+        cmd = [python, str(ROOT / "benchmarks" / "peers_run.py"), "--method", peer, "--inputs", str(inputs),
+               "--out", str(out), "--time-budget", str(args.peer_time_budget)]
+        if args.peer_max_iter:
+            cmd += ["--max-iter", str(args.peer_max_iter)]
+        if args.scotplus_nits_uot:
+            cmd += ["--nits-uot", str(args.scotplus_nits_uot)]
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            [python, str(ROOT / "benchmarks" / "peers_run.py"), "--method", peer, "--inputs", str(inputs), "--out", str(out)],
-            capture_output=True, text=True,
-        )
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout or None)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {args.peer_timeout:.0f} s (--peer-timeout)",
+                    "seconds": time.perf_counter() - t0}
         seconds = time.perf_counter() - t0
         if proc.returncode != 0 or not out.exists():
             return {"error": f"peers_run.py exited {proc.returncode}: {proc.stderr.strip()[-2000:]}", "seconds": seconds}
@@ -265,8 +539,9 @@ def run_peer(config: dict, peer: str, workdir: Path, reuse: Path | None = None) 
     if str(res["error"]):
         return {"error": str(res["error"]), "seconds": seconds, "info": info}
     inp = np.load(inputs, allow_pickle=False)
-    ids = {"rna": inp["cell_ids_rna"], "atac": inp["cell_ids_atac"]}
-    metrics = score_peer(config, {"rna": res["z_rna"], "atac": res["z_atac"]}, ids)
+    domains = [str(d) for d in inp["domains"]] if "domains" in inp else ["rna", "atac"]
+    ids = {d: inp[f"cell_ids_{d}"] for d in domains}
+    metrics = score_embedding(ds, config, {d: res[f"z_{d}"] for d in domains}, ids)
     return {"metrics": metrics, "seconds": info["wall_s"], "peak_mb": info["peak_rss_mb"], "info": info}
 
 
@@ -286,7 +561,7 @@ def _equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 # ----------------------------------------------------------------------------- parent
 def share_inputs(config: dict, run: str) -> dict:
-    """Config of another run that reads the prepared domains and truth of ``config``'s run."""
+    """Config of another run that reads the prepared domains (and truth) of ``config``'s run."""
     from cellbridge import stages
 
     base = stages.results_dir(config).resolve()
@@ -294,7 +569,7 @@ def share_inputs(config: dict, run: str) -> dict:
     target = stages.results_dir(other)
     target.mkdir(parents=True, exist_ok=True)
     for sub in ("prepared", "scicar"):
-        if not (target / sub).exists():
+        if (base / sub).exists() and not (target / sub).exists():
             (target / sub).symlink_to(base / sub)
     # every row is a fresh measurement: no resuming from an earlier run's checkpoints
     for sub in ("checkpoints", "models", "translated", "metrics"):
@@ -302,32 +577,156 @@ def share_inputs(config: dict, run: str) -> dict:
     return other
 
 
-def spawn(kind: str, name: str, config: dict, workdir: Path, reuse: str | None = None) -> dict:
-    cfg = workdir / f"config_{kind}_{name}.json"
+def spawn(ds: Dataset, kind: str, name: str, seed: int, config: dict, workdir: Path, args) -> dict:
+    tag = f"{kind}_{name}_seed{seed}"
+    cfg = workdir / f"config_{tag}.json"
     cfg.write_text(json.dumps(config))
-    result = workdir / f"result_{kind}_{name}.json"
-    cmd = [sys.executable, __file__, "--child", kind, name, "--child-config", str(cfg), "--workdir", str(workdir),
-           "--result", str(result), *(["--reuse-peers", str(reuse)] if reuse else [])]
+    result = workdir / f"result_{tag}.json"
+    cmd = [sys.executable, __file__, "--child", kind, name, "--child-seed", str(seed), "--datasets", ds.name,
+           "--child-config", str(cfg), "--workdir", str(workdir), "--result", str(result),
+           "--peer-time-budget", str(args.peer_time_budget), "--peer-timeout", str(args.peer_timeout or 0)]
+    if args.peer_max_iter:
+        cmd += ["--peer-max-iter", str(args.peer_max_iter)]
+    if args.scotplus_nits_uot:
+        cmd += ["--scotplus-nits-uot", str(args.scotplus_nits_uot)]
+    if args.reuse_peers:
+        cmd += ["--reuse-peers", str(Path(args.reuse_peers).resolve())]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip()[-2000:]}
+    if proc.returncode != 0 or not result.exists():
+        return {"error": proc.stderr.strip()[-2000:] or f"child exited {proc.returncode}"}
     return json.loads(result.read_text())
 
 
-def table_row(method: str, setting: str, out: dict) -> dict:
-    row = {"method": method, "setting": setting}
-    metrics = out.get("metrics", {})
-    row.update({label: metrics.get(key) for key, label in COLUMNS.items()})
-    row["wall s"] = out.get("seconds")
-    row["peak MB"] = out.get("peak_mb")
-    row["note"] = (out.get("error") or "").splitlines()[-1][:200] if out.get("error") else _note(out)
-    return row
+def long_rows(method: str, setting: str, seed: int, out: dict) -> list[dict]:
+    """The TSV rows of one run: every metric, wall time and peak memory (``failed`` = 1 on error)."""
+    rows = [{"method": method, "setting": setting, "seed": seed, "metric": k, "value": float(v)}
+            for k, v in sorted((out.get("metrics") or {}).items()) if v is not None]
+    for key, metric in (("seconds", "wall_s"), ("peak_mb", "peak_rss_mb"), ("epochs", "epochs")):
+        if out.get(key) is not None and np.isfinite(float(out[key])):
+            rows.append({"method": method, "setting": setting, "seed": seed, "metric": metric, "value": float(out[key])})
+    if out.get("error"):
+        rows.append({"method": method, "setting": setting, "seed": seed, "metric": "failed", "value": 1.0})
+    return rows
 
 
-def _note(out: dict) -> str:
-    info = out.get("info") or {}
-    params = info.get("hyperparameters")
-    return f"epochs {out['epochs']}" if "epochs" in out else (json.dumps(params) if params else "")
+def run_note(out: dict) -> str:
+    """Errors, a peer's caps and chosen hyperparameters: what the table alone does not say."""
+    caps = f"{out['caps']}; " if out.get("caps") else ""
+    if out.get("error"):
+        lines = out["error"].strip().splitlines() or ["(no message)"]
+        return f"{caps}error: {lines[-1][:300]}"
+    params = (out.get("info") or {}).get("hyperparameters")
+    return caps + (json.dumps(params, default=str) if params else "")
+
+
+KIND_ORDER = {"cellbridge": 0, "floor": 1, "peer": 2}
+
+
+def summary_table(ds: Dataset, table: pd.DataFrame) -> pd.DataFrame:
+    """Per method x setting: n seeds, then mean, sd and worst seed of every headline metric."""
+    rows = []
+    for (method, setting), grp in table.groupby(["method", "setting"], sort=False):
+        row = {"setting": setting, "method": method}
+        seeds = sorted(grp["seed"].unique())
+        failed = grp[grp["metric"] == "failed"]
+        row["seeds"] = f"{len(seeds) - failed['seed'].nunique()}/{len(seeds)}"
+        for key, (label, higher) in [*ds.headline.items(), ("wall_s", ("wall s", False)), ("peak_rss_mb", ("peak MB", False))]:
+            vals = grp.loc[grp["metric"] == key, "value"].to_numpy(dtype=float)
+            if key in ("wall_s", "peak_rss_mb"):
+                row[label] = (vals.mean() if key == "wall_s" else vals.max()) if vals.size else np.nan
+                continue
+            row[f"{label} mean"] = vals.mean() if vals.size else np.nan
+            row[f"{label} sd"] = vals.std(ddof=1) if vals.size > 1 else np.nan
+            row[f"{label} worst"] = (vals.min() if higher else vals.max()) if vals.size else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _sort_summary(rows: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """Settings in SETTINGS order (unsupervised first); in each, cellbridge, floors, peers."""
+    setting_order = {s: i for i, s in enumerate(SETTINGS)}
+    key = rows.apply(lambda r: (setting_order.get(r["setting"], 99), KIND_ORDER.get(kinds.get(r["method"], "peer"), 3),
+                                _rank(r["method"]), r["method"]), axis=1)
+    return rows.iloc[sorted(range(len(rows)), key=lambda i: key.iloc[i])].reset_index(drop=True)
+
+
+def format_summary(ds: Dataset, block: pd.DataFrame) -> pd.DataFrame:
+    """One cell per headline metric: ``mean ± sd (worst w)``, or the value alone for one seed."""
+    out = block[["method", "seeds"]].copy()
+    for label, _ in ds.headline.values():
+        cells = []
+        for _, r in block.iterrows():
+            mean, sd, worst = r[f"{label} mean"], r[f"{label} sd"], r[f"{label} worst"]
+            if pd.isna(mean):
+                cells.append("")
+            elif pd.isna(sd):
+                cells.append(f"{mean:.3f}")
+            else:
+                cells.append(f"{mean:.3f} ± {sd:.3f} (worst {worst:.3f})")
+        out[label] = cells
+    out["wall s (mean)"] = block["wall s"].round(1)
+    out["peak MB (max)"] = block["peak MB"].round(0)
+    return out
+
+
+def _rank(method: str) -> int:
+    for group in (METHODS, FLOORS, tuple(PEER_NOTES)):
+        if method in group:
+            return group.index(method)
+    return 0
+
+
+def method_kind(method: str) -> str:
+    if method in FLOORS:
+        return "floor"
+    return "peer" if method in PEER_NOTES else "cellbridge"
+
+
+def write_tables(ds: Dataset, long: list[dict], notes: dict[str, str], out_dir: Path, *, header: str,
+                 update: bool = False) -> tuple[Path, Path]:
+    """``real_data_<name>.tsv`` (long format) and ``real_data_<name>.md`` (summary), each atomic.
+
+    With ``update``, rows of an existing table are kept unless this run measured the same
+    (method, setting, seed), so peers and cellbridge can be measured in separate runs.
+    Notes (a peer's chosen hyperparameters, errors) are kept beside it in ``.notes.json``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tsv, md, notes_path = (out_dir / f"real_data_{ds.name}.{ext}" for ext in ("tsv", "md", "notes.json"))
+    table = pd.DataFrame(long, columns=["method", "setting", "seed", "metric", "value"])
+    if update and tsv.exists():
+        old = pd.read_csv(tsv, sep="\t")
+        measured = set(zip(table["method"], table["setting"], table["seed"], strict=True))
+        keep = [(m, s, int(e)) not in measured for m, s, e in zip(old["method"], old["setting"], old["seed"], strict=True)]
+        table = pd.concat([old[keep], table], ignore_index=True)
+        if notes_path.exists():
+            notes = {**json.loads(notes_path.read_text()), **notes}
+    table["seed"] = table["seed"].astype(int)
+    _atomic(tsv, table.to_csv(sep="\t", index=False))
+    _atomic(notes_path, json.dumps(notes, indent=1, sort_keys=True))
+    kinds = {m: method_kind(m) for m in table["method"].unique()}
+    summary = summary_table(ds, table)
+    parts = [f"# {ds.title}", "", header, ""]
+    if not summary.empty:
+        summary = _sort_summary(summary, kinds)
+        for setting, block in summary.groupby("setting", sort=False):
+            parts += [f"## {setting}", "", format_summary(ds, block).to_markdown(index=False), ""]
+    parts += ["Headline metrics (held-out cells): "
+              + "; ".join(f"{label} (`{key}`, {'higher' if hi else 'lower'} is better)" for key, (label, hi) in ds.headline.items())
+              + ". `worst` is the worst seed; `seeds` counts successful/attempted seeds.", ""]
+    used = [p for p in PEER_NOTES if p in kinds]
+    if used:
+        parts += ["What the peers ran with:", ""] + [f"- `{p}`: {PEER_NOTES[p]}" for p in used] + [""]
+    if notes:
+        parts += ["Run notes (chosen hyperparameters, errors):", ""]
+        parts += [f"- `{k}`: {v}" for k, v in sorted(notes.items()) if v] + [""]
+    _atomic(md, "\n".join(parts))
+    return tsv, md
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def machine() -> str:
@@ -343,95 +742,135 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB RAM, threads {os.environ.get('CELLBRIDGE_THREADS', '2')}"
 
 
-def write_tables(rows: list[dict], out_dir: Path, *, note: str, update: bool = False) -> tuple[Path, Path]:
-    """CSV and Markdown table, each written atomically.
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
-    With ``update``, rows of an existing table are kept unless this run measured the same
-    (method, setting), so peers and cellbridge can be measured in separate runs.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv, md = out_dir / "real_data.csv", out_dir / "real_data.md"
-    table = pd.DataFrame(rows)
-    if update and csv.exists():
-        old = pd.read_csv(csv)
-        measured = set(zip(table["method"], table["setting"], strict=True))
-        old = old[[(m, s) not in measured for m, s in zip(old["method"], old["setting"], strict=True)]]
-        table = pd.concat([old, table], ignore_index=True)
-    tmp = csv.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
-    text = f"{note}\n\n{table.round(3).to_markdown(index=False)}\n"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, md)
-    return csv, md
+
+def run_dataset(ds: Dataset, args: argparse.Namespace, root: Path, workroot: Path) -> tuple[Path, Path] | None:
+    """Prepare one data set, run every requested row in a child, write its tables."""
+    if not ds.available(root):
+        print(f"[{ds.name}] skipped: data not found in {ds.path(root)} (see ../shared/data/README.md)", flush=True)
+        return None
+    t_start = time.perf_counter()
+    workdir = (workroot / ds.name).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)
+    config = bench_config(ds, root, workdir, smoke=args.smoke)
+    prepare(ds, root, config, smoke=args.smoke)
+    peers = [p for p in (_names(args.peers) if args.peers is not None else ds.peers) if p in ds.peers]
+    skipped_peers = [p for p in (_names(args.peers) if args.peers is not None else []) if p not in ds.peers]
+    if skipped_peers:
+        print(f"[{ds.name}] peers not run on this data set: {', '.join(skipped_peers)}", flush=True)
+    inputs = workdir / "peer_inputs.npz"
+    if peers:
+        if ds.name == "scicar":
+            make_inputs(ds.path(root), inputs)
+        else:
+            write_feature_peer_inputs(config, inputs)
+    if ds.name == "scicar" and args.smoke:
+        subset_cells(config, inputs, SMOKE_CELLS["scicar"])
+    anchors = write_anchor_table(config, workdir / "anchors.tsv") if ds.anchors else None
+    seeds = [int(s) for s in _names(args.seeds)]
+    long: list[dict] = []
+    notes: dict[str, str] = {}
+
+    def record(method: str, setting: str, seed: int, out: dict) -> None:
+        long.extend(long_rows(method, setting, seed, out))
+        note = run_note(out)
+        if note:
+            notes[f"{method} / {setting} / seed {seed}"] = note
+        shown = {k: (out.get("metrics") or {}).get(k) for k in ds.headline}
+        print(f"[{ds.name}] {method:>14} {setting:>12} seed {seed}: "
+              + ", ".join(f"{k}={v:.3f}" for k, v in shown.items() if v is not None)
+              + (f"  wall {out['seconds']:.1f}s" if out.get("seconds") is not None else "")
+              + (f"  ERROR {note}" if out.get("error") else ""), flush=True)
+
+    settings = _names(args.settings)
+    if not ds.anchors and "anchors" in settings:
+        print(f"[{ds.name}] setting 'anchors' skipped: no truth pairing in this data set", flush=True)
+        settings = [s for s in settings if s != "anchors"]
+    floors = [f for f in _names(args.floors) if not (args.no_reference and f == "none")]
+    methods = _names(args.methods)
+    for setting in [s for s in SETTINGS if s in settings]:
+        cfg = setting_config(config, setting, anchors)
+        for method in methods:
+            for seed in seeds:
+                out = spawn(ds, "cellbridge", method, seed, share_inputs(cfg, f"bench_{setting}"), workdir, args)
+                record(method, setting, seed, out)
+    # the floors use no supervision: they belong to the unsupervised block
+    for floor in floors:
+        for seed in (seeds if floor != "pca" else seeds[:1]):  # PCA is deterministic
+            if floor == "none":
+                cfg = share_inputs(setting_config(config, "unsupervised", anchors), "bench_none")
+                out = spawn(ds, "cellbridge", "none", seed, cfg, workdir, args)
+            else:
+                out = spawn(ds, "floor", floor, seed, config, workdir, args)
+            record(floor, "unsupervised", seed, out)
+    caps = (f"caps: outer GW iterations {args.peer_max_iter or 'as each peer defaults (1000)'}, "
+            f"SCOT+ Sinkhorn iterations {args.scotplus_nits_uot or 'its default (100000)'}, "
+            f"self-tuning budget {args.peer_time_budget:.0f} s, timeout {args.peer_timeout or 'none'} s")
+    for peer in peers:
+        if peer in ENV_PEERS and not PEERS_PYTHON.exists() and not args.reuse_peers:
+            record(peer, "unsupervised", 0, {"error": f"peers environment {PEERS_PYTHON} absent (build it as the "
+                                              "header of benchmarks/requirements-peers.txt says)"})
+            continue
+        record(peer, "unsupervised", 0, {**spawn(ds, "peer", peer, 0, config, workdir, args), "caps": caps})
+    header = (f"{'SMOKE (tiny, not a result): ' if args.smoke else ''}held-out {int(TEST_FRACTION * 100)}% of the "
+              f"cells scored; cellbridge at package defaults; peers with the caps in their run notes; "
+              f"{dt.date.today().isoformat()}; {machine()}.")
+    tsv, md = write_tables(ds, long, notes, Path(args.out), header=header, update=args.update)
+    print(md.read_text())
+    print(f"[{ds.name}] written to {tsv} and {md} ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    return tsv, md
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DATA), help="sci-CAR folder (default ../shared/data/scicar_a549)")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--data", default=str(DATA_ROOT), help="folder holding the data sets (default ../shared/data)")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma separated: scicar, pbmc, scnmt")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="cellbridge / random-floor seeds")
+    parser.add_argument("--methods", default=",".join(METHODS), help="cellbridge alignment methods ('' for none)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="unsupervised, labels, anchors")
+    parser.add_argument("--floors", default=",".join(FLOORS), help="none, random, pca ('' for none)")
+    parser.add_argument("--peers", default=None, help="peer methods (default: every peer of each data set; '' for none)")
+    parser.add_argument("--peer-max-iter", type=int, default=None, help="cap on the GW peers' outer iterations")
+    parser.add_argument("--scotplus-nits-uot", type=int, default=None,
+                        help="cap on SCOT+'s Sinkhorn iterations per OT problem (its default 100000)")
+    parser.add_argument("--peer-time-budget", type=float, default=1800.0, help="self-tuning budget per peer (s)")
+    parser.add_argument("--peer-timeout", type=float, default=0, help="kill a peer run after this many s (0: never)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     parser.add_argument("--reuse-peers", metavar="DIR",
-                        help="score peers_run.py results DIR/{peer}.npz made from identical inputs DIR/inputs.npz")
-    parser.add_argument("--update", action="store_true", help="merge into an existing table instead of replacing it")
-    parser.add_argument("--no-reference", action="store_true", help="skip the 'none' reference row")
-    parser.add_argument("--smoke", action="store_true", help="2 epochs, one method and setting, SCOT defaults")
+                        help="score peer results DIR[/<data set>]/{peer}.npz made from identical inputs beside them")
+    parser.add_argument("--update", action="store_true", help="merge into existing tables instead of replacing them")
+    parser.add_argument("--no-reference", action="store_true", help="skip the 'none' floor")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny: few cells, 2 epochs, seed 0, wasserstein unsupervised (+ anchors on sci-CAR), "
+                             "floors, SCOT defaults with 20 outer iterations")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "NAME"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         args.kind, args.name = args.child
+        args.dataset = args.datasets
         run_child(args)
         return
-    data = Path(args.data)
-    if not (data / "shared_cells.pkl").exists():
-        sys.exit(f"sci-CAR data not found in {data} (see ../shared/data/README.md)")
+    unknown = [d for d in _names(args.datasets) if d not in DATASETS]
+    if unknown:
+        sys.exit(f"unknown data set(s) {unknown}; choose from {', '.join(DATASETS)}")
     if args.smoke:
-        args.methods, args.settings, args.peers = "wasserstein", "unsupervised,anchors", "scot_default"
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cellbridge-realdata-")).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chdir(workdir)
-    config = bench_config(data, smoke=args.smoke)
-    prepare(config)
-    peers = [p for p in args.peers.split(",") if p]
-    if peers:
-        make_inputs(data, workdir / "peer_inputs.npz")
-    if args.smoke:
-        subset_cells(config, workdir / "peer_inputs.npz", SMOKE_CELLS)
-    anchors = write_anchor_table(config, workdir / "anchors.tsv")
-    rows = []
-
-    def record(method: str, setting: str, out: dict) -> None:
-        rows.append(table_row(method, setting, out))
-        print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False), flush=True)
-
-    settings = [s for s in args.settings.split(",") if s]
-    for setting in settings:
-        cfg = setting_config(config, setting, anchors)
-        for method in [m for m in args.methods.split(",") if m]:
-            record(method, setting, spawn("cellbridge", method, share_inputs(cfg, f"bench_{setting}"), workdir))
-    # the no-alignment reference ignores labels and anchors: one row serves every setting
-    if not args.no_reference:
-        none_cfg = setting_config(config, "unsupervised", anchors)
-        record("none", "reference", spawn("cellbridge", "none", share_inputs(none_cfg, "bench_none"), workdir))
-    if peers:
-        for peer in peers:
-            if peer in ENV_PEERS and not PEERS_PYTHON.exists():
-                record(peer, "unsupervised", {"error": f"peers environment {PEERS_PYTHON} absent "
-                                              "(python -m venv benchmarks/.venv-peers && "
-                                              "pip install -r benchmarks/requirements-peers.txt)"})
-                continue
-            record(peer, "unsupervised", spawn("peer", peer, config, workdir, args.reuse_peers))
-    note = (f"sci-CAR A549 (1874 co-assayed cells), held-out 20% scored; "
-            f"{dt.date.today().isoformat()}; {machine()}")
-    csv, md = write_tables(rows, Path(args.out), note=note, update=args.update)
-    print(Path(md).read_text())
-    print(f"written to {csv} and {md}")
+        args.methods, args.settings, args.seeds = "wasserstein", "unsupervised,anchors", "0"
+        args.peers = "scot_default" if args.peers is None else args.peers
+        args.peer_max_iter = args.peer_max_iter or SMOKE_PEER_MAX_ITER
+    root = Path(args.data).resolve()
+    workroot = Path(args.workdir or tempfile.mkdtemp(prefix="cellbridge-realdata-")).resolve()
+    workroot.mkdir(parents=True, exist_ok=True)
+    args.out = str(Path(args.out).resolve())
+    written = [run_dataset(DATASETS[name], args, root, workroot) for name in _names(args.datasets)]
+    if not any(written):
+        sys.exit(f"none of the data sets {args.datasets} found under {root} (see ../shared/data/README.md)")
 
 
 if __name__ == "__main__":

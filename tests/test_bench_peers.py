@@ -202,3 +202,44 @@ def test_peers_run_package_peers_in_the_peers_venv(tmp_path, method, extra):
     assert res["z_rna"].shape[0] == 3 * n_per and res["z_atac"].shape[0] == 3 * n_per
     assert res["z_rna"].shape[1] == res["z_atac"].shape[1]
     assert info["package_version"]
+
+
+# ----------------------------------------------------------------------------- feature domains
+def _write_feature_inputs(path: Path, *, n_per: int = 15, seed: int = 0) -> None:
+    """Three unpaired feature domains of different sizes (the scNMT layout), 3 labelled blobs each."""
+    rng = np.random.default_rng(seed)
+    store = {"domains": np.asarray(["rna", "met", "acc"])}
+    for i, d in enumerate(store["domains"]):
+        x, labels = _clusters(rng, sizes=(n_per + i, n_per + 5, n_per + 10), dim=6)
+        store[f"x_{d}"] = x @ np.linalg.qr(rng.normal(size=(6, 6)))[0]
+        store[f"cell_ids_{d}"] = np.asarray([f"{d}_{j}" for j in range(x.shape[0])])
+        store[f"labels_{d}"] = labels.astype(str)
+    np.savez(path, **store)
+
+
+def test_peers_run_aligns_three_feature_domains_onto_the_anchor(tmp_path):
+    inputs, out = tmp_path / "inputs.npz", tmp_path / "result.npz"
+    _write_feature_inputs(inputs)
+    _run_cli(sys.executable, "--method", "scot_default", "--inputs", str(inputs), "--out", str(out), "--max-iter", "20")
+    res, info, error = _read_result(out)
+    assert error == "", info.get("traceback")
+    feats = peers_run.domain_features(np.load(inputs))
+    assert list(feats) == ["rna", "met", "acc"]
+    for d, x in feats.items():
+        assert res[f"z_{d}"].shape == (x.shape[0], 6)  # the anchor's (rna's) space
+    assert set(info["hyperparameters"]) == {"met->rna", "acc->rna"}
+
+
+@pytest.mark.parametrize("method", ["pamona", "scotplus_tuned"])
+def test_peers_run_package_peers_on_feature_domains(tmp_path, method):
+    python = _peers_venv_or_skip(method.removesuffix("_tuned"))
+    inputs, out = tmp_path / "inputs.npz", tmp_path / "result.npz"
+    _write_feature_inputs(inputs)
+    _run_cli(python, "--method", method, "--inputs", str(inputs), "--out", str(out), "--max-iter", "20",
+             "--nits-uot", "500", "--time-budget", "0", timeout=300)
+    res, info, error = _read_result(out)
+    assert error == "", info.get("traceback", error)
+    dims = {res[f"z_{d}"].shape[1] for d in ("rna", "met", "acc")}
+    assert len(dims) == 1
+    assert np.isfinite(info["hyperparameters"]["gw_dist"] if method == "pamona"
+                       else info["hyperparameters"]["met->rna"]["gw_dist"])

@@ -31,6 +31,7 @@ from cellbridge.metrics import (
     ssim_mean,
     ssim_per_crop,
     summarize,
+    unshared_matched_fraction,
 )
 
 
@@ -203,6 +204,68 @@ def test_label_transfer_rejects_bad_input(rng):
         knn_label_transfer(z, missing, z, labels)
     with pytest.raises(ValueError, match="exceeds"):
         knn_label_transfer(z, labels, z, labels, k=16)
+
+
+def _partly_shared(rng, n: int = 30):
+    """A: types 0, 1 (shared) and 3 (A only); B: types 0, 1 and 4 (B only), blobs per type."""
+    centres = {t: 20.0 * np.eye(5)[i] for i, t in enumerate(["t0", "t1", "t2", "t3", "t4"])}
+
+    def blob(types, where):
+        labels = np.repeat(types, n)
+        return np.vstack([centres[w] for w in np.repeat(where, n)]) + rng.normal(size=(labels.size, 5)), labels
+
+    return blob, centres
+
+
+def test_unshared_matched_fraction_zero_when_unique_types_sit_apart(rng):
+    blob, _ = _partly_shared(rng)
+    za, la = blob(["t0", "t1", "t3"], ["t0", "t1", "t3"])
+    zb, lb = blob(["t0", "t1", "t4"], ["t0", "t1", "t3"])  # A's t3 and B's t4 together, away from t0/t1
+    res = unshared_matched_fraction(za, la, zb, lb, k=5)
+    assert res == {"fraction": 0.0, "a_to_b": 0.0, "b_to_a": 0.0, "n_a": 30.0, "n_b": 30.0}
+
+
+def test_unshared_matched_fraction_one_when_unique_types_land_on_shared_ones(rng):
+    blob, _ = _partly_shared(rng)
+    za, la = blob(["t0", "t1", "t3"], ["t0", "t1", "t0"])  # A's own type placed on type 0
+    zb, lb = blob(["t0", "t1", "t4"], ["t0", "t1", "t3"])
+    res = unshared_matched_fraction(za, la, zb, lb, k=5)
+    assert res["a_to_b"] == 1.0
+    # equal numbers of unique cells in A and B: the pooled fraction is the mean of both sides
+    assert res["fraction"] == pytest.approx((1.0 + res["b_to_a"]) / 2)
+    # the same with the shared types named explicitly, and mirrored when A and B swap
+    assert unshared_matched_fraction(za, la, zb, lb, shared=["t0", "t1"]) == res
+    swapped = unshared_matched_fraction(zb, lb, za, la)
+    assert (swapped["a_to_b"], swapped["b_to_a"], swapped["fraction"]) == (res["b_to_a"], 1.0, res["fraction"])
+
+
+def test_unshared_matched_fraction_random_latent_scores_the_shared_share(rng):
+    la = np.repeat(["t0", "t1", "t3"], 200)
+    lb = np.repeat(["t0", "t1", "t4"], [300, 100, 200])  # two thirds of B are shared types
+    za, zb = rng.normal(size=(la.size, 3)), rng.normal(size=(lb.size, 3))
+    res = unshared_matched_fraction(za, la, zb, lb, k=1)
+    assert res["a_to_b"] == pytest.approx(2 / 3, abs=0.1)
+    assert res["b_to_a"] == pytest.approx(2 / 3, abs=0.1)
+
+
+def test_unshared_matched_fraction_one_sided_and_bad_input(rng):
+    blob, _ = _partly_shared(rng)
+    za, la = blob(["t0", "t1"], ["t0", "t1"])
+    zb, lb = blob(["t0", "t1", "t4"], ["t0", "t1", "t4"])
+    res = unshared_matched_fraction(za, la, zb, lb)
+    # A has no unique type; B's unique cells can only find A cells of shared types
+    assert np.isnan(res["a_to_b"]) and res["n_a"] == 0 and res["n_b"] == 30
+    assert res["b_to_a"] == res["fraction"] == 1.0
+    with pytest.raises(ValueError, match="no one-domain-only"):
+        unshared_matched_fraction(za, la, za, la)
+    with pytest.raises(ValueError, match="no cell type is shared"):
+        unshared_matched_fraction(za, la, zb, np.repeat("other", lb.size))
+    with pytest.raises(ValueError, match="same latent space"):
+        unshared_matched_fraction(za, la, zb[:, :2], lb)
+    with pytest.raises(ValueError, match="labels_b has"):
+        unshared_matched_fraction(za, la, zb, lb[:-1])
+    with pytest.raises(ValueError, match="exceeds"):
+        unshared_matched_fraction(za, la, zb, lb, k=61)
 
 
 def test_silhouette_by_label_separates_clusters_from_noise(rng):

@@ -9,7 +9,8 @@ The metrics fall into five groups:
 
 * **alignment with known pairs** (row ``i`` of ``za`` and ``zb`` is the same cell):
   :func:`foscttm`, :func:`foscttm_per_cell`, :func:`partner_in_knn`;
-* **labels**: :func:`knn_label_transfer`, :func:`silhouette_by_label`;
+* **labels**: :func:`knn_label_transfer`, :func:`silhouette_by_label`,
+  :func:`unshared_matched_fraction` (domains with partly shared cell types);
 * **domain mixing**: :func:`domain_entropy`, :func:`domain_entropy_per_cell`,
   :func:`silhouette_by_domain`;
 * **translation against measured truth**: :func:`per_feature_correlation`,
@@ -58,6 +59,7 @@ __all__ = [
     "ssim_mean",
     "ssim_per_crop",
     "summarize",
+    "unshared_matched_fraction",
 ]
 
 # Numbers per temporary block in the blocked computations: 2**22 float64 = 32 MiB.
@@ -374,6 +376,82 @@ def knn_label_transfer(
     return {
         "accuracy": float(np.mean(predicted == y_query)),
         "macro_f1": float(f1_score(y_query, predicted, average="macro", zero_division=0.0)),
+    }
+
+
+def unshared_matched_fraction(
+    z_a: ArrayLike,
+    labels_a: ArrayLike,
+    z_b: ArrayLike,
+    labels_b: ArrayLike,
+    *,
+    k: int = 5,
+    shared: ArrayLike | None = None,
+) -> dict[str, float]:
+    """Fraction of cells of one-domain-only types that are matched onto a shared type.
+
+    When two domains hold partly different cell types, a good alignment must not force
+    the cells of a type found in one domain only onto the types both domains share. Each
+    such cell gets the label voted by its ``k`` nearest cells of the other domain (as
+    :func:`knn_label_transfer`: Euclidean distance, uniform weights, a tied vote goes to
+    the label that sorts first); it counts as *matched onto a shared type* when that
+    label is one of the shared types. Lower is better: 0 when every one-domain-only cell
+    lands among the other domain's own unshared types, and a latent in which the domains
+    are placed at random scores about the share of shared-type cells in the other domain.
+
+    Parameters
+    ----------
+    z_a, labels_a
+        Latent ``(n_a, n_dims)`` and labels ``(n_a,)`` of domain A.
+    z_b, labels_b
+        Latent ``(n_b, n_dims)`` and labels ``(n_b,)`` of domain B, same latent space.
+    k
+        Number of other-domain neighbours voting.
+    shared
+        The shared types; default: the labels present in both domains. Labels are
+        compared as strings.
+
+    Returns
+    -------
+    dict
+        ``fraction``: over the one-domain-only cells of both domains together;
+        ``a_to_b`` / ``b_to_a``: over those of A (voted by B) / of B (voted by A), NaN
+        when that domain has none; ``n_a``, ``n_b``: how many such cells each domain has.
+
+    Raises
+    ------
+    ValueError
+        On mismatched lengths or dimensions, missing labels, non-finite latents, ``k``
+        larger than a domain, no shared type, or no one-domain-only cell in either domain.
+    """
+    a = _as_dense_matrix(z_a, "z_a")
+    b = _as_dense_matrix(z_b, "z_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"z_a has {a.shape[1]} dimensions but z_b has {b.shape[1]}; both must be in the same latent space"
+        )
+    la = _as_labels(labels_a, "labels_a", a.shape[0]).astype(str)
+    lb = _as_labels(labels_b, "labels_b", b.shape[0]).astype(str)
+    _require_k(k, min(a.shape[0], b.shape[0]), "cells of the smaller domain")
+    common = set(la) & set(lb) if shared is None else {str(t) for t in np.asarray(shared).ravel()}
+    if not common:
+        raise ValueError("no cell type is shared by the two domains; nothing to be matched onto")
+    only_a, only_b = ~np.isin(la, list(common)), ~np.isin(lb, list(common))
+    if not only_a.any() and not only_b.any():
+        raise ValueError("every cell belongs to a shared type; there are no one-domain-only cells to score")
+
+    def matched(z_ref: np.ndarray, y_ref: np.ndarray, z_query: np.ndarray) -> np.ndarray:
+        predicted = KNeighborsClassifier(n_neighbors=k).fit(z_ref, y_ref).predict(z_query)
+        return np.isin(predicted, list(common))
+
+    hits_a = matched(b, lb, a[only_a]) if only_a.any() else np.zeros(0, dtype=bool)
+    hits_b = matched(a, la, b[only_b]) if only_b.any() else np.zeros(0, dtype=bool)
+    return {
+        "fraction": float(np.concatenate([hits_a, hits_b]).mean()),
+        "a_to_b": float(hits_a.mean()) if hits_a.size else float("nan"),
+        "b_to_a": float(hits_b.mean()) if hits_b.size else float("nan"),
+        "n_a": float(hits_a.size),
+        "n_b": float(hits_b.size),
     }
 
 
