@@ -7,7 +7,10 @@ truth. Every method is trained once per seed (``--seeds 0,1,2``: the seed sets w
 initialisation, validation split and minibatch order; the data stay the same), in
 ``--jobs`` worker processes of one torch thread each, as the workflow runs them with
 ``--cores 2``. ``--latent-dims 8,16`` repeats everything at each latent size on the same
-prepared data (default: the config's ``model.latent_dim``). Prints one row per method,
+prepared data (default: the config's ``model.latent_dim``). ``--settings
+unsupervised,labels`` trains each method without labels (no label classifier, no
+conditional discriminator: the geometric correspondence prior is then on by default)
+and with the config's label supervision; ``none`` is trained once, in the first setting. Prints one row per method,
 latent size and seed, then the mean, standard deviation, minimum and maximum over seeds,
 and writes both tables to benchmarks/results/alignment_demo.tsv and
 alignment_demo_summary.tsv.
@@ -17,7 +20,7 @@ Targets: adversarial, wasserstein and mmd reach FOSCTTM <= 0.10 and kNN label tr
 per-gene Pearson over the most variable genes >= 0.5; training under 3 minutes per method.
 
     .venv/bin/python benchmarks/alignment_demo.py [--methods adversarial,wasserstein,mmd,none] [--seeds 0,1,2]
-        [--latent-dims 8,16] [--jobs 2]
+        [--latent-dims 8,16] [--settings unsupervised,labels] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def run_one(config: dict, method: str, seed: int) -> dict:
     )
     return {
         "method": method,
+        "setting": setting_of(config),
         "latent": config["model"]["latent_dim"],
         "seed": seed,
         **{label: metrics.get(key) for key, label in COLUMNS.items()},
@@ -78,7 +82,7 @@ def run_one(config: dict, method: str, seed: int) -> dict:
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation, minimum and maximum over seeds of every metric, per method and latent size."""
-    keys = ["method", "latent"]
+    keys = ["setting", "method", "latent"]
     numeric = table.drop(columns=["seed"]).groupby(keys, sort=False)
     parts = {stat: getattr(numeric, stat)() for stat in ("mean", "std", "min", "max")}
     out = pd.concat(parts, axis=1)
@@ -100,6 +104,29 @@ def at_latent_size(config: dict, latent_dim: int) -> dict:
     return out
 
 
+def setting_of(config: dict) -> str:
+    """``labels`` when the config supervises with labels, else ``unsupervised``."""
+    return "labels" if config["alignment"]["labels"]["use"] else "unsupervised"
+
+
+def in_setting(config: dict, setting: str) -> dict:
+    """A copy of ``config`` trained ``unsupervised`` (no labels) or with its ``labels`` settings,
+    in its own run folder sharing the prepared data (latent-size folders nest inside)."""
+    if setting not in ("unsupervised", "labels"):
+        raise ValueError(f"setting must be 'unsupervised' or 'labels', not {setting!r}")
+    out = copy.deepcopy(config)
+    if setting == "unsupervised":
+        out["alignment"]["labels"]["use"] = False
+        out["alignment"]["adversarial"]["conditional"] = False
+        out["run"] = f"{config['run']}_unsupervised"
+        shared, own = Path("results", config["run"]), Path("results", out["run"])
+        own.mkdir(parents=True, exist_ok=True)
+        for sub in ("simulated", "prepared"):
+            if not (own / sub).exists():
+                (own / sub).symlink_to((shared / sub).resolve(), target_is_directory=True)
+    return out
+
+
 def main() -> None:
     from cellbridge import stages
     from cellbridge.config import load_config
@@ -109,6 +136,7 @@ def main() -> None:
     parser.add_argument("--methods", default="adversarial,wasserstein,mmd,none")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--latent-dims", help="comma-separated latent sizes (default: the config's)")
+    parser.add_argument("--settings", default="labels", help="comma-separated: unsupervised, labels")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
@@ -120,8 +148,15 @@ def main() -> None:
     for domain in config["domains"]:
         stages.prepare_domain(config, domain)
     sizes = [int(v) for v in (args.latent_dims or str(config["model"]["latent_dim"])).split(",")]
-    configs = [at_latent_size(config, size) for size in sizes]
-    runs = [(c, m, int(s)) for c in configs for m in args.methods.split(",") for s in args.seeds.split(",")]
+    settings = args.settings.split(",")
+    configs = [at_latent_size(in_setting(config, st), size) for st in settings for size in sizes]
+    runs = [
+        (c, m, int(s))
+        for c in configs
+        for m in args.methods.split(",")
+        if m != "none" or setting_of(c) == settings[0]  # the reference does not depend on the setting
+        for s in args.seeds.split(",")
+    ]
     rows = []
     # spawned (not forked) workers: each starts its own torch thread pool
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -136,7 +171,7 @@ def main() -> None:
     summary.to_csv(SUMMARY, sep="\t", index=False)
     print(table.round(3).to_string(index=False))
     brief = [c for c in summary.columns if c.split(" ")[0] in ("FOSCTTM", "label", "train")]
-    print(summary[["method", "latent", "seeds", *brief]].round(3).to_string(index=False))
+    print(summary[["setting", "method", "latent", "seeds", *brief]].round(3).to_string(index=False))
     print(f"written to {OUT} and {SUMMARY}")
 
 

@@ -13,13 +13,14 @@ demo = load_benchmark("alignment_demo")
 def test_summary_is_per_method_and_latent_size():
     table = pd.DataFrame(
         {
+            "setting": ["labels"] * 6,
             "method": ["mmd"] * 4 + ["none"] * 2,
             "latent": [8, 8, 16, 16, 8, 8],
             "seed": [0, 1, 0, 1, 0, 1],
             "FOSCTTM": [0.08, 0.10, 0.10, 0.14, 0.4, 0.5],
         }
     )
-    out = demo.summarise(table).set_index(["method", "latent"])
+    out = demo.summarise(table).set_index(["method", "latent"]).drop(columns="setting")
     assert list(out.index) == [("mmd", 8), ("mmd", 16), ("none", 8)]
     assert out.loc[("mmd", 8), "seeds"] == 2
     assert out.loc[("mmd", 8), "FOSCTTM mean"] == pytest.approx(0.09)
@@ -41,3 +42,20 @@ def test_latent_size_copy_shares_the_prepared_data(tmp_path, monkeypatch):
     assert small["run"] == "bench_latent8" and small["model"]["latent_dim"] == 8
     assert config == {"run": "bench", "model": {"latent_dim": 16}}  # the caller's config is untouched
     assert (tmp_path / "results" / "bench_latent8" / "prepared" / "rna.h5ad").read_text() == "x"
+
+
+def test_unsupervised_setting_drops_every_label_use(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for sub in ("simulated", "prepared"):
+        (tmp_path / "results" / "bench" / sub).mkdir(parents=True)
+    config = {
+        "run": "bench",
+        "alignment": {"labels": {"use": True}, "adversarial": {"conditional": True}},
+    }
+    plain = demo.in_setting(config, "unsupervised")
+    assert plain["alignment"]["labels"]["use"] is False and plain["alignment"]["adversarial"]["conditional"] is False
+    assert demo.setting_of(plain) == "unsupervised" and demo.setting_of(config) == "labels"
+    assert (tmp_path / "results" / "bench_unsupervised" / "prepared").is_symlink()
+    assert demo.in_setting(config, "labels") == config
+    with pytest.raises(ValueError, match="setting"):
+        demo.in_setting(config, "anchors")

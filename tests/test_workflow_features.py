@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -12,20 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 from _synthetic import latent_states, make_rna
+from test_workflow import run_snakemake as _snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 N_CELLS = 150
 
-
-def _snakemake(workdir: Path, config: Path, *extra: str) -> subprocess.CompletedProcess:
-    if not SNAKEMAKE.exists():
-        pytest.skip(f"snakemake is not installed beside {sys.executable}")
-    cmd = [
-        str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(config), "--cores", "2", *extra,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,17 @@ class CrossModalModel:
         values allowed). The anchor loss pulls partners together.
     anchor_fraction
         Fraction of the anchor rows used (chosen at random by ``seed``).
+    correspondence
+        Geometric correspondence prior (:mod:`cellbridge.geometry`): ``"gw"``
+        computes a Gromov-Wasserstein coupling between the first domain and each
+        other one from their own neighbourhood structure, selected among several
+        neighbourhood sizes without truth, and training pulls the pairs it links
+        together (``prior_weight`` of :meth:`train`); ``"none"``: no prior;
+        ``"auto"`` (default): ``"gw"`` for every aligner except ``"none"`` when
+        training is not label-supervised (``label_key`` is None).
+    correspondence_kwargs
+        Options of :func:`cellbridge.geometry.correspondence_priors`
+        (``n_landmarks``, ``k_grid``, ``epsilon``, ``max_cells``).
     domain_kwargs
         Per-domain options: ``likelihood`` (``"auto"`` or a name from
         :data:`~cellbridge.nn.LIKELIHOODS_BY_MODALITY`) and architecture options
@@ -126,6 +137,8 @@ class CrossModalModel:
         label_key: str | None = None,
         anchors: pd.DataFrame | None = None,
         anchor_fraction: float = 1.0,
+        correspondence: str = "auto",
+        correspondence_kwargs: Mapping[str, Any] | None = None,
         domain_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         seed: int = 0,
         device: str | torch.device = "auto",
@@ -150,6 +163,9 @@ class CrossModalModel:
             "labels": labels,
             "seed": int(seed),
             "domains": domains,
+            "correspondence": _correspondence_config(
+                correspondence, correspondence_kwargs, alignment, len(adatas), supervised=bool(labels)
+            ),
         }
         self.device = resolve_device(device)
         self.module = build_module(self.config).to(self.device)
@@ -160,6 +176,7 @@ class CrossModalModel:
         self._fill_data_constants()
         self.anchors = anchor_sets(anchors, self.data, fraction=anchor_fraction, seed=seed) if anchors is not None else []
         self.history: pd.DataFrame | None = None
+        self.priors: list | None = None
 
     # ------------------------------------------------------------ set-up
     @staticmethod
@@ -272,6 +289,7 @@ class CrossModalModel:
         label_smoothing: float = 0.7,
         match_label_batches: bool = True,
         anchor_weight: float = 1.0,
+        prior_weight: float = 1.0,
         validation_fraction: float = 0.1,
         early_stopping_patience: int | None = None,
         min_delta: float = 0.0,
@@ -305,6 +323,20 @@ class CrossModalModel:
             after warm-up.
         align_weight, label_weight, anchor_weight
             Weights of the alignment loss, the label classifier and the anchors.
+        prior_weight
+            Weight of the correspondence loss that pulls the pairs linked by the
+            geometric prior together (see ``correspondence``); on from the first
+            epoch, like the anchors.
+        label_smoothing
+            Label smoothing of the label classifier's cross-entropy, in [0, 1):
+            it stops the classifier from pushing cell types ever further apart,
+            which would flatten the structure within each type (see
+            :meth:`cellbridge.align.LabelClassifier.loss`).
+        match_label_batches
+            Draw every domain's minibatch with the same label counts as the first
+            domain's (when every domain has labels; see
+            :class:`~cellbridge.training.LabelMatchedSampler`), so the alignment
+            loss compares batches of equal composition.
         validation_fraction
             Held-out fraction of each domain's training cells.
         early_stopping_patience
@@ -338,19 +370,51 @@ class CrossModalModel:
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, critic_lr=critic_lr,
             warmup_epochs=warmup_epochs, ramp_epochs=ramp_epochs, align_weight=align_weight,
             align_schedule=align_schedule, label_weight=label_weight, label_smoothing=label_smoothing,
-            match_label_batches=match_label_batches, anchor_weight=anchor_weight, kl_weight=self.config["kl_weight"],
+            match_label_batches=match_label_batches, anchor_weight=anchor_weight, prior_weight=prior_weight,
+            kl_weight=self.config["kl_weight"],
             validation_fraction=validation_fraction,
             early_stopping_patience=early_stopping_patience, min_delta=min_delta, grad_clip=grad_clip,
             use_test_cells=use_test_cells, seed=self.config["seed"],
         )
         check_label_supervision(self.data, self.config["label_key"], self.config["labels"], use_test_cells=use_test_cells)
+        priors = self.correspondence_priors(use_test_cells=use_test_cells) if prior_weight > 0 else []
         trainer = Trainer(
-            self.module, self.data, plan, anchors=self.anchors, device=self.device, fingerprint=self.config,
+            self.module, self.data, plan, anchors=self.anchors, priors=priors, device=self.device, fingerprint=self.config,
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
             callbacks=callbacks,
         )
         self.history = trainer.fit()
         return self.history
+
+    def correspondence_priors(self, *, use_test_cells: bool = False) -> list:
+        """The geometric correspondence priors of this model's data (computed once, then cached).
+
+        The candidates tried and the one chosen (neighbourhood size, GW value,
+        disagreement with the other candidates) are recorded in
+        ``config["correspondence"]["candidates"]``, saved with the model.
+        """
+        from .geometry import correspondence_priors, representation
+
+        options = dict(self.config.get("correspondence") or {"method": "none"})
+        if options.pop("method") != "gw":
+            return []
+        options.pop("candidates", None)
+        if self.priors is None:
+            reps = {
+                name: representation(self.adatas[name].X, modality=self.config["domains"][name]["modality"])
+                for name in self.domains
+            }
+            cells = {name: self.data[name].training_cells(use_test_cells=use_test_cells) for name in self.domains}
+            options.setdefault("seed", self.config["seed"])  # the prior's randomness is part of the run's
+            self.priors = correspondence_priors(reps, cells, label_codes=self._label_codes(), **options)
+            self.config["correspondence"]["candidates"] = [row for p in self.priors for row in p.candidates]
+        return self.priors
+
+    def _label_codes(self) -> dict[str, np.ndarray] | None:
+        """Label codes per domain when every domain has labels (they make the prior label-aware)."""
+        if self.config["label_key"] is None or any(self.data[n].labels is None for n in self.domains):
+            return None
+        return {n: np.asarray(self.data[n].labels) for n in self.domains}
 
     # ------------------------------------------------------------ inference
     @torch.no_grad()
@@ -560,6 +624,28 @@ class CrossModalModel:
             self.adatas[name] = adata
         self.history = pd.read_csv(path / HISTORY_FILE, sep="\t", index_col=0) if (path / HISTORY_FILE).exists() else None
         return self
+
+
+def _correspondence_config(
+    method: str, options: Mapping[str, Any] | None, alignment: str, n_domains: int, *, supervised: bool
+) -> dict[str, Any]:
+    """Resolve ``correspondence="auto"`` and check its options (JSON-able, part of the config).
+
+    ``auto`` turns the prior on for unsupervised alignment, where it was measured to
+    help (PBMC, scNMT-seq); with label supervision the label-matched minibatches stay
+    the default until the label-fused prior has been measured against them.
+    """
+    if method not in ("auto", "gw", "none"):
+        raise ValueError(f"correspondence must be 'auto', 'gw' or 'none', got {method!r}")
+    if method == "auto":
+        method = "gw" if alignment != "none" and n_domains > 1 and not supervised else "none"
+    options = dict(options or {})
+    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "seed"}
+    if unknown:
+        raise ValueError(f"unknown correspondence option(s) {sorted(unknown)}")
+    if "k_grid" in options:
+        options["k_grid"] = [int(k) for k in options["k_grid"]]
+    return {"method": method, **options}
 
 
 def _crop_morphology(crops: np.ndarray, params: Mapping[str, Any], *, index: pd.Index) -> pd.DataFrame:

@@ -270,6 +270,8 @@ def build_model(config: dict[str, Any], adatas: dict, method: str, seed: int):
         label_key=config["label_key"] if use_labels else None,
         anchors=_anchors(config),
         anchor_fraction=align["anchors"]["fraction"],
+        correspondence=align["correspondence"]["method"],
+        correspondence_kwargs={k: v for k, v in align["correspondence"].items() if k not in ("method", "weight")},
         domain_kwargs={d: dict(dom["model"]) for d, dom in config["domains"].items()},
         seed=seed,
         device=config["training"]["device"],
@@ -316,6 +318,7 @@ def train(
         label_smoothing=al["labels"]["smoothing"],
         match_label_batches=al["labels"]["match_batches"],
         anchor_weight=al["anchors"]["weight"],
+        prior_weight=al["correspondence"]["weight"],
         validation_fraction=tr["validation_fraction"],
         early_stopping_patience=tr["early_stopping_patience"],
         checkpoint_dir=checkpoints if checkpoints is not None else checkpoint_dir(config, method, seed),
@@ -326,9 +329,14 @@ def train(
     out = Path(out_dir) if out_dir is not None else model_dir(config, method, seed)
     model.save(out)
     plot_history(model.history, out / "loss_curve.png")
+    # the prior's candidates and the one chosen, as columns (storable in .h5ad)
+    rows = model.config.get("correspondence", {}).get("candidates") or []
+    candidates = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
     for domain, adata in adatas.items():
         model.get_latent(domain, adata, key_added="X_cellbridge")
         adata.uns.setdefault("cellbridge", {})["model"] = {"method": method, "seed": int(seed), "path": str(out)}
+        if candidates:
+            adata.uns["cellbridge"]["correspondence"] = candidates
         write_h5ad(adata, out / f"{domain}.h5ad")
     logger.info("trained %s (seed %s): %d epochs -> %s", method, seed, len(model.history), out)
     return model

@@ -8,7 +8,12 @@ the first domain's label counts (:class:`LabelMatchedSampler`), so the alignment
 loss never sees two batches that differ by composition alone. The loss of a step is
 
     sum_d recon_d + kl_weight * sum_d kl_d + w(epoch) * align_weight * align
-      + label_weight * label + anchor_weight * anchor
+      + label_weight * label + anchor_weight * anchor + prior_weight * prior
+
+With a geometric correspondence prior (:mod:`cellbridge.geometry`), the other
+domains' batches hold the prior partners of the first domain's batch, row by row
+(:class:`CorrespondenceSampler`), and ``prior`` is :func:`~cellbridge.align.anchor_loss`
+on those rows: the squared distance between partners relative to non-partners.
 
 where ``w`` is 0 during the warm-up epochs (the autoencoders learn alone), then
 ramps linearly to 1 over ``ramp_epochs`` (``align_schedule="linear"``) or jumps
@@ -111,6 +116,7 @@ class TrainingPlan:
     label_smoothing: float = 0.7
     match_label_batches: bool = True
     anchor_weight: float = 1.0
+    prior_weight: float = 1.0
     kl_weight: float = 1e-3
     validation_fraction: float = 0.1
     early_stopping_patience: int | None = None
@@ -330,6 +336,39 @@ class LabelMatchedSampler(BalancedSampler):
             yield {name: idx if name == self.first else self._matching(name, wanted) for name, idx in batch.items()}
 
 
+class CorrespondenceSampler(BalancedSampler):
+    """Like :class:`BalancedSampler`, but every other domain's batch holds the partners of the first's.
+
+    Each cell of the first domain's batch gets a partner in every other domain drawn
+    from the geometric correspondence prior (:meth:`cellbridge.geometry.CorrespondencePrior.partners`),
+    in the same order: row ``i`` of every batch is a pair drawn from the coupling.
+    The correspondence loss compares those rows; the aligner sees batches whose
+    composition already agrees, as :class:`LabelMatchedSampler` gives it with labels.
+
+    Parameters
+    ----------
+    cells
+        Training cells per domain (the first domain leads).
+    priors
+        Restricted priors from the first domain to each other domain (``domain_a`` is the first).
+    batch_size, rng
+        As for :class:`BalancedSampler`.
+    """
+
+    def __init__(self, cells: Mapping[str, np.ndarray], priors: Sequence[Any], batch_size: int, rng: np.random.Generator):
+        super().__init__(cells, batch_size, rng)
+        self.first = next(iter(self.cells))
+        self.priors = {p.domain_b: p for p in priors if p.domain_a == self.first}
+
+    def epoch(self) -> Iterator[dict[str, np.ndarray]]:
+        for batch in super().epoch():
+            lead = batch[self.first]
+            yield {
+                name: self.priors[name].partners(lead, self.rng) if name in self.priors else idx
+                for name, idx in batch.items()
+            }
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: the first CUDA device when available, else the CPU."""
     if isinstance(device, torch.device):
@@ -373,6 +412,7 @@ class Trainer:
         plan: TrainingPlan,
         *,
         anchors: Sequence[AnchorSet] = (),
+        priors: Sequence[Any] = (),
         device: torch.device,
         fingerprint: Mapping[str, Any] | None = None,
         checkpoint_dir: str | Path | None = None,
@@ -412,6 +452,13 @@ class Trainer:
             a for a in (_restrict_anchors(a, train_set) for a in anchors) if len(a.index_a) > 0
         ]
 
+        # the correspondence prior links training cells only (validation cells stay unseen)
+        first = self.domains[0]
+        self.priors = [
+            p.restrict(self.train_cells[p.domain_a], self.train_cells[p.domain_b])
+            for p in priors
+            if p.domain_a == first and p.domain_b in self.train_cells and plan.prior_weight > 0
+        ]
         self.rng = np.random.default_rng([plan.seed, 2])
         self.sampler = self._sampler()
         self.optimizer = torch.optim.Adam(module.cooperative_parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
@@ -423,7 +470,10 @@ class Trainer:
         self.best = {"value": math.inf, "epoch": 0, "bad_epochs": 0, "state": None, "stopped": False}
 
     def _sampler(self) -> BalancedSampler:
-        """Label-matched batches when asked for and every domain has labels, else plain balanced ones."""
+        """Partner batches under a correspondence prior; else label-matched batches when asked for
+        and every domain has labels; else plain balanced ones."""
+        if self.priors:
+            return CorrespondenceSampler(self.train_cells, self.priors, self.plan.batch_size, self.rng)
         labels = {name: self.data[name].labels for name in self.domains}
         if not self.plan.match_label_batches or any(v is None for v in labels.values()) or len(self.domains) < 2:
             return BalancedSampler(self.train_cells, self.plan.batch_size, self.rng)
@@ -463,6 +513,12 @@ class Trainer:
             terms["label_loss"] = label_loss
             terms["label_acc"] = label_acc
             total = total + plan.label_weight * label_loss
+        if self.priors:
+            # rows of the batches are pairs drawn from the prior (CorrespondenceSampler)
+            lead = latents[0]
+            pulls = [anchor_loss(lead, latents[self.domains.index(p.domain_b)]) for p in self.priors]
+            terms["prior_loss"] = torch.stack(pulls).mean()
+            total = total + plan.prior_weight * terms["prior_loss"]
         if self.anchors:
             anchor = torch.stack([self._anchor_term(a) for a in self.anchors]).mean()
             terms["anchor_loss"] = anchor

@@ -1,0 +1,480 @@
+"""Geometry-aware correspondence between unpaired domains (a Gromov-Wasserstein prior).
+
+Matching two latent *distributions* (OT, MMD, a discriminator) has many equally good
+solutions on unpaired data: rotations, reflections, swapped clusters. What pins the
+answer down is each domain's own geometry: cells that are neighbours in one domain
+should be neighbours of each other's partners in the other. Gromov-Wasserstein (GW)
+compares exactly that, the within-domain distance structures, without a shared
+feature space (SCOT, Demetci et al. 2022; Pamona, Cao et al. 2022). This module
+computes a GW coupling between every pair of domains *before* training; the
+autoencoders are then pulled towards it (:func:`cellbridge.align.anchor_loss` on
+pairs drawn from the coupling, see :class:`cellbridge.training.Trainer`).
+
+Steps, per domain:
+
+1. **representation** (:func:`representation`): the domain's ``X`` (morphology
+   features for images), features standardised, reduced to at most 50 principal
+   components (truncated SVD for sparse ATAC, first component dropped: it follows
+   sequencing depth);
+2. **landmarks** (:func:`landmarks`): k-means centres (``n_landmarks``, at most one per
+   four cells) on at most ``max_cells`` cells (a seeded sample beyond that), every cell
+   assigned to its nearest centre; each
+   landmark weighs the fraction of cells it holds and is represented by its medoid;
+3. **geodesic distances** between landmarks (:func:`landmark_geodesics`): rows
+   centred and scaled to unit norm (correlation geometry, as SCOT), a kNN
+   connectivity graph over the sampled cells, shortest paths from every medoid,
+   divided by the maximum.
+
+Then between the first domain and each other one, an entropic GW coupling between the landmark distance
+matrices (POT), from several neighbourhood sizes ``k`` (:func:`gw_candidates`), and
+**unsupervised selection** (:func:`select_candidate`): the GW objective cannot tell
+the true correspondence from a reflected one (a developmental trajectory matched end
+to end scores as well or better: measured on scNMT-seq), and GW values under
+different ``k`` are not comparable. The candidate kept is the *consensus*: the one
+whose correspondence agrees most with the other candidates' (mean squared distance
+between their barycentric projections), i.e. the correspondence that survives a
+change of neighbourhood size. A spurious symmetric solution is found by few settings;
+the structure both domains share by many.
+
+Cost: k-means and the assignment are O(n L); the kNN graph and the shortest paths are
+computed on at most ``max_cells`` cells; GW is O(L^3) per iteration, independent of n.
+Memory beyond the sample is O(n) (one landmark index per cell).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CorrespondencePrior",
+    "DomainGeometry",
+    "correspondence_priors",
+    "domain_geometry",
+    "gw_candidates",
+    "landmark_geodesics",
+    "landmarks",
+    "representation",
+    "select_candidate",
+]
+
+#: components kept by :func:`representation`
+N_COMPONENTS = 50
+#: default landmark count and the largest sample the kNN graph is built on
+N_LANDMARKS = 300
+MAX_CELLS = 20_000
+#: neighbourhood sizes tried (capped at a fifth of the smaller sample, as SCOT's default)
+K_GRID = (10, 20, 30, 50)
+#: entropic regularisation of GW relative to distances scaled to [0, 1]
+EPSILON = 5e-3
+
+
+# ----------------------------------------------------------------------------- per domain
+def representation(x: Any, *, modality: str = "rna", n_components: int = N_COMPONENTS, seed: int = 0) -> np.ndarray:
+    """A dense, low-dimensional view of a domain's features for its geometry.
+
+    Dense inputs are standardised per feature (constant features dropped) and, when
+    wider than ``n_components``, projected on their leading principal components.
+    Sparse inputs (ATAC TF-IDF, counts) go through truncated SVD; for ATAC the first
+    component is dropped, as it tracks sequencing depth rather than cell state.
+    """
+    from sklearn.decomposition import PCA, TruncatedSVD
+
+    n, p = x.shape
+    if sp.issparse(x):
+        drop = 1 if modality == "atac" else 0
+        k = max(1, min(n_components + drop, p - 1, n - 1))
+        out = TruncatedSVD(k, random_state=seed).fit_transform(x.astype(np.float64))
+        return out[:, drop:] if out.shape[1] > drop else out
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std(0)
+    x = (x[:, sd > 0] - x[:, sd > 0].mean(0)) / sd[sd > 0]
+    if x.shape[1] > n_components and n > n_components:
+        x = PCA(n_components, random_state=seed, svd_solver="randomized").fit_transform(x)
+    return x
+
+
+def _correlation_rows(x: np.ndarray) -> np.ndarray:
+    """Rows centred and scaled to unit norm: Euclidean distance becomes a monotone
+    function of the correlation distance, so fast Euclidean kNN gives SCOT's graph."""
+    x = x - x.mean(1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+@dataclass
+class DomainGeometry:
+    """Landmarks of one domain and their geodesic distances.
+
+    Attributes
+    ----------
+    cells
+        Indices (into the domain) of the cells the geometry covers.
+    assignment
+        Landmark of each of ``cells``.
+    weights
+        Fraction of ``cells`` held by each landmark (sums to 1).
+    distances
+        ``{k: (L, L)`` geodesic distances between landmarks in ``[0, 1]``} per
+        neighbourhood size.
+    centres
+        Landmark centres in the representation (used to compare candidates).
+    """
+
+    cells: np.ndarray
+    assignment: np.ndarray
+    weights: np.ndarray
+    distances: dict[int, np.ndarray]
+    centres: np.ndarray
+
+
+def landmarks(x: np.ndarray, n_landmarks: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-means landmarks of ``x``: ``(centres (L, d), assignment (n,), medoids (L,))``.
+
+    Empty clusters are dropped; the medoid of a landmark is its cell nearest to the centre.
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    n = x.shape[0]
+    n_landmarks = int(min(n_landmarks, n))
+    km_cls = MiniBatchKMeans if n > 20_000 else KMeans
+    kwargs = {"batch_size": 4096} if km_cls is MiniBatchKMeans else {}
+    km = km_cls(n_landmarks, n_init=1, random_state=seed, **kwargs).fit(x)
+    assignment = km.labels_.astype(np.int64)
+    used = np.unique(assignment)
+    remap = np.full(n_landmarks, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    assignment = remap[assignment]
+    centres = km.cluster_centers_[used]
+    dist = ((x - centres[assignment]) ** 2).sum(1)
+    order = np.lexsort((dist, assignment))  # by landmark, then by distance to the centre
+    first = np.r_[0, np.flatnonzero(np.diff(assignment[order])) + 1]
+    medoids = order[first]
+    return centres, assignment, medoids
+
+
+def landmark_geodesics(x: np.ndarray, medoids: np.ndarray, k: int) -> np.ndarray:
+    """Shortest-path distances between ``medoids`` on the kNN connectivity graph of ``x``.
+
+    Every edge weighs one (SCOT's connectivity graph, each cell among its own
+    neighbours): the distance counts steps between neighbourhoods, which is robust to
+    the scale differences between domains. Unreachable pairs get the largest finite
+    distance; the result is symmetric and divided by its maximum.
+    """
+    from scipy.sparse.csgraph import dijkstra
+    from sklearn.neighbors import kneighbors_graph
+
+    n = x.shape[0]
+    k = int(min(max(k, 2), n))
+    graph = kneighbors_graph(_correlation_rows(x), k, mode="connectivity", include_self=True)
+    out = np.empty((len(medoids), len(medoids)))
+    for start in range(0, len(medoids), 64):  # 64 sources at a time: memory O(64 n), not O(L n)
+        rows = dijkstra(graph, directed=False, indices=medoids[start : start + 64], unweighted=True)
+        out[start : start + 64] = rows[:, medoids]
+    finite = np.isfinite(out)
+    out[~finite] = out[finite].max() if finite.any() else 1.0
+    out = 0.5 * (out + out.T)
+    np.fill_diagonal(out, 0.0)
+    top = out.max()
+    return out / top if top > 0 else out
+
+
+def domain_geometry(
+    x: np.ndarray,
+    cells: np.ndarray,
+    *,
+    k_grid: Sequence[int] = K_GRID,
+    n_landmarks: int = N_LANDMARKS,
+    max_cells: int = MAX_CELLS,
+    seed: int = 0,
+) -> DomainGeometry:
+    """Landmarks and landmark geodesics of the representation ``x`` of ``cells``.
+
+    Beyond ``max_cells`` cells, landmarks and graph come from a seeded sample and the
+    remaining cells are assigned to the nearest landmark centre (in blocks: O(n) memory).
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    x = np.asarray(x, dtype=np.float64)
+    rng = np.random.default_rng([seed, 17])
+    sample = np.sort(rng.choice(len(x), max_cells, replace=False)) if len(x) > max_cells else np.arange(len(x))
+    xs = _correlation_rows(x[sample])
+    # at least four cells a landmark: finer landmarks only make GW slower (O(L^3)) without
+    # adding structure the kNN graph can resolve
+    n_landmarks = max(2, min(n_landmarks, len(sample) // 4))
+    centres, assign_s, medoids = landmarks(xs, n_landmarks, seed=seed)
+    if len(sample) == len(x):
+        assignment = assign_s
+    else:
+        xc = _correlation_rows(x)
+        assignment = np.empty(len(x), dtype=np.int64)
+        c2 = (centres**2).sum(1)
+        for start in range(0, len(x), 65_536):
+            block = xc[start : start + 65_536]
+            assignment[start : start + 65_536] = np.argmin(c2[None] - 2 * block @ centres.T, axis=1)
+    weights = np.bincount(assignment, minlength=len(centres)).astype(np.float64)
+    weights = np.maximum(weights, 1e-12)  # a centre may lose all cells to the full assignment
+    weights /= weights.sum()
+    small = min(len(sample), len(x))
+    ks = sorted({int(min(k, max(2, small // 5))) for k in k_grid})
+    distances = {k: landmark_geodesics(x[sample], medoids, k) for k in ks}
+    return DomainGeometry(cells=cells, assignment=assignment, weights=weights, distances=distances, centres=centres)
+
+
+# ----------------------------------------------------------------------------- between domains
+def landmark_label_cost(
+    ga: DomainGeometry, gb: DomainGeometry, codes_a: np.ndarray, codes_b: np.ndarray
+) -> np.ndarray:
+    """Probability that a random cell of landmark ``l`` (A) and one of ``m`` (B) differ in label.
+
+    Only cells with a known label (code >= 0) count; a landmark without any costs 0.5
+    against everything (no evidence either way).
+    """
+    n_labels = int(max(np.max(codes_a, initial=-1), np.max(codes_b, initial=-1))) + 1
+
+    def mixture(g: DomainGeometry, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        codes = np.asarray(codes)[g.cells]
+        known = codes >= 0
+        hist = np.zeros((len(g.weights), max(n_labels, 1)))
+        np.add.at(hist, (g.assignment[known], codes[known]), 1.0)
+        total = hist.sum(1, keepdims=True)
+        return hist / np.where(total > 0, total, 1.0), total.ravel() > 0
+
+    ha, ka = mixture(ga, codes_a)
+    hb, kb = mixture(gb, codes_b)
+    cost = 1.0 - ha @ hb.T
+    cost[~ka] = 0.5
+    cost[:, ~kb] = 0.5
+    return cost
+
+
+@dataclass
+class CorrespondencePrior:
+    """A soft correspondence between the cells of two domains, at landmark resolution.
+
+    ``coupling[l, m]`` is the mass GW moves from landmark ``l`` of ``domain_a`` to
+    landmark ``m`` of ``domain_b`` (sums to 1). Pairs drawn from it
+    (:meth:`sample_pairs`) feed the correspondence loss during training.
+    """
+
+    domain_a: str
+    domain_b: str
+    geometry_a: DomainGeometry
+    geometry_b: DomainGeometry
+    coupling: np.ndarray
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def restrict(self, allowed_a: np.ndarray, allowed_b: np.ndarray) -> CorrespondencePrior:
+        """The same prior, linking only ``allowed_a`` to ``allowed_b`` cells (e.g. training cells).
+
+        Landmarks of B without an allowed cell cannot be drawn: their mass is spread
+        over the rest of each row.
+        """
+        out = CorrespondencePrior(self.domain_a, self.domain_b, self.geometry_a, self.geometry_b, self.coupling, self.candidates)
+        pools_b = _pools(self.geometry_b, allowed_b)
+        ok_b = np.array([len(p) > 0 for p in pools_b])
+        if not ok_b.any():
+            raise ValueError(f"no allowed cells of {self.domain_b!r} in the correspondence prior")
+        rows = self.coupling * ok_b[None]
+        total = rows.sum(1, keepdims=True)
+        # a landmark of A whose partners are all disallowed falls back to B's landmark weights
+        rows = np.where(total > 0, rows / np.where(total > 0, total, 1.0), (self.geometry_b.weights * ok_b) / (self.geometry_b.weights * ok_b).sum())
+        out._cumulative = np.cumsum(rows, axis=1)
+        out._pools_b = pools_b
+        landmark_of = np.full(int(self.geometry_a.cells.max()) + 1 if len(self.geometry_a.cells) else 0, -1, dtype=np.int64)
+        landmark_of[self.geometry_a.cells] = self.geometry_a.assignment
+        out._landmark_a = landmark_of
+        out._allowed_b = np.asarray(allowed_b)
+        return out
+
+    def partners(self, idx_a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One partner in B for each cell ``idx_a`` of A, drawn from the coupling.
+
+        The partner's landmark is drawn from the row of the cell's landmark, then a
+        cell of that landmark at random; cells of A outside the prior get a random
+        allowed cell of B. Drawing A's cells uniformly and their partners this way
+        samples pairs from the coupling itself.
+        """
+        if not hasattr(self, "_cumulative"):
+            raise RuntimeError("call restrict() before drawing partners")
+        idx_a = np.asarray(idx_a, dtype=np.int64)
+        lut = self._landmark_a
+        land = np.where(idx_a < len(lut), lut[np.minimum(idx_a, max(len(lut) - 1, 0))], -1) if len(lut) else np.full(len(idx_a), -1)
+        out = self._allowed_b[rng.integers(len(self._allowed_b), size=len(idx_a))]
+        known = land >= 0
+        if known.any():
+            cum = self._cumulative[land[known]]
+            u = np.maximum(rng.random(int(known.sum())), 1e-12)[:, None] * cum[:, -1:]
+            target = np.minimum((cum < u).sum(1), cum.shape[1] - 1)
+            out[known] = [self._pools_b[m][rng.integers(len(self._pools_b[m]))] for m in target]
+        return out
+
+    def cell_coupling(self) -> np.ndarray:
+        """The coupling spread over cells, ``(n_a, n_b)`` (for small data and tests)."""
+        ga, gb = self.geometry_a, self.geometry_b
+        na = np.bincount(ga.assignment, minlength=len(ga.weights))
+        nb = np.bincount(gb.assignment, minlength=len(gb.weights))
+        block = self.coupling / np.maximum(na, 1)[:, None] / np.maximum(nb, 1)[None]
+        return block[ga.assignment][:, gb.assignment]
+
+
+def _pools(geometry: DomainGeometry, allowed: np.ndarray) -> list[np.ndarray]:
+    keep = np.isin(geometry.cells, allowed)
+    order = np.argsort(geometry.assignment[keep], kind="stable")
+    cells = geometry.cells[keep][order]
+    bounds = np.searchsorted(geometry.assignment[keep][order], np.arange(len(geometry.weights) + 1))
+    return [cells[bounds[i] : bounds[i + 1]] for i in range(len(geometry.weights))]
+
+
+def _entropic_gw(
+    ca: np.ndarray, cb: np.ndarray, p: np.ndarray, q: np.ndarray, epsilon: float, max_iter: int,
+    label_cost: np.ndarray | None = None, alpha: float = 0.5,
+):
+    """Entropic GW plan (fused with ``label_cost`` when given) and its GW loss."""
+    import ot
+
+    def solve(eps: float) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            if label_cost is None:
+                plan = ot.gromov.entropic_gromov_wasserstein(
+                    ca, cb, p, q, loss_fun="square_loss", epsilon=eps, max_iter=max_iter, tol=1e-7
+                )
+            else:
+                plan = ot.gromov.entropic_fused_gromov_wasserstein(
+                    label_cost, ca, cb, p, q, loss_fun="square_loss", epsilon=eps, alpha=alpha, max_iter=max_iter, tol=1e-7
+                )
+        return np.asarray(plan, dtype=np.float64)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POT warns on unfinished plans; we check the plan below
+        plan = solve(epsilon)
+        for factor in (4, 16):  # too little entropy for these distances: a blurrier plan
+            if np.all(np.isfinite(plan)) and plan.sum() > 0.95:
+                break
+            plan = solve(factor * epsilon)
+        value = float(ot.gromov.gwloss(*ot.gromov.init_matrix(ca, cb, p, q, "square_loss"), plan))
+    return plan / plan.sum(), value
+
+
+def gw_candidates(
+    ga: DomainGeometry,
+    gb: DomainGeometry,
+    *,
+    epsilon: float = EPSILON,
+    max_iter: int = 200,
+    label_cost: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """One entropic GW coupling per neighbourhood size shared by both geometries.
+
+    Each candidate is ``{"k", "epsilon", "gw", "seconds", "coupling"}``; ``gw`` is the
+    (unregularised) GW loss of the coupling under its own distances. With
+    ``label_cost`` (landmarks of A x landmarks of B, in [0, 1]) the coupling is fused
+    GW: half structure, half label agreement.
+    """
+    out = []
+    for k in sorted(set(ga.distances) & set(gb.distances)) or [None]:
+        if k is None:  # the two domains capped k differently: pair them by rank
+            pairs = list(zip(sorted(ga.distances), sorted(gb.distances), strict=False))
+        else:
+            pairs = [(k, k)]
+        for ka, kb in pairs:
+            t0 = time.perf_counter()
+            plan, value = _entropic_gw(
+                ga.distances[ka], gb.distances[kb], ga.weights, gb.weights, epsilon, max_iter, label_cost=label_cost
+            )
+            out.append({"k": int(ka), "epsilon": float(epsilon), "gw": value, "seconds": time.perf_counter() - t0, "coupling": plan})
+    return out
+
+
+def select_candidate(candidates: Sequence[Mapping[str, Any]], centres_b: np.ndarray, weights_a: np.ndarray) -> tuple[int, np.ndarray]:
+    """Index of the consensus candidate and every candidate's disagreement score.
+
+    Each candidate maps the landmarks of domain A to a point of domain B's
+    representation (its barycentric projection ``coupling @ centres_b``, rows
+    normalised). The disagreement of a candidate is its mean squared distance to the
+    other candidates' projections, weighted by landmark mass and divided by B's total
+    variance; the candidate with the lowest disagreement is kept. With one candidate,
+    it is kept.
+    """
+    if len(candidates) == 1:
+        return 0, np.zeros(1)
+    variance = float(((centres_b - centres_b.mean(0)) ** 2).sum(1).mean()) or 1.0
+    proj = []
+    for c in candidates:
+        plan = np.asarray(c["coupling"])
+        rows = plan.sum(1, keepdims=True)
+        proj.append((plan / np.where(rows > 0, rows, 1.0)) @ centres_b)
+    score = np.zeros(len(candidates))
+    for i, j in itertools.combinations(range(len(candidates)), 2):
+        d = float((((proj[i] - proj[j]) ** 2).sum(1) * weights_a).sum() / weights_a.sum() / variance)
+        score[i] += d
+        score[j] += d
+    score /= len(candidates) - 1
+    return int(np.argmin(score)), score
+
+
+def correspondence_priors(
+    representations: Mapping[str, np.ndarray],
+    cells: Mapping[str, np.ndarray],
+    *,
+    k_grid: Sequence[int] = K_GRID,
+    n_landmarks: int = N_LANDMARKS,
+    epsilon: float = EPSILON,
+    max_cells: int = MAX_CELLS,
+    seed: int = 0,
+    label_codes: Mapping[str, np.ndarray] | None = None,
+) -> list[CorrespondencePrior]:
+    """A GW correspondence prior between the first domain and each other domain.
+
+    Parameters
+    ----------
+    representations
+        Per domain, a dense ``(n_cells, d)`` view of the features (:func:`representation`).
+    cells
+        Per domain, the indices of the cells the prior may use (e.g. all but test cells).
+    k_grid, n_landmarks, epsilon, max_cells
+        Neighbourhood sizes tried, landmarks per domain, GW entropy, graph sample size.
+    seed
+        Seed of k-means and the graph sample (a model passes its own seed, so the
+        spread over training seeds includes the prior's).
+    label_codes
+        Per domain, integer label codes of *all* cells (``-1`` unknown). When given,
+        the couplings are fused GW: landmarks whose label mixtures disagree cost
+        more to match (:func:`landmark_label_cost`).
+    """
+    names = list(representations)
+    geoms = {
+        name: domain_geometry(
+            np.asarray(representations[name])[cells[name]], cells[name], k_grid=k_grid, n_landmarks=n_landmarks,
+            max_cells=max_cells, seed=seed,
+        )
+        for name in names
+    }
+    priors = []
+    a = names[0]  # a star from the first domain: training draws every other domain's batch from it
+    for b in names[1:]:
+        cost = None
+        if label_codes is not None:
+            cost = landmark_label_cost(geoms[a], geoms[b], label_codes[a], label_codes[b])
+        cands = gw_candidates(geoms[a], geoms[b], epsilon=epsilon, label_cost=cost)
+        best, score = select_candidate(cands, geoms[b].centres, geoms[a].weights)
+        table = [
+            {"domain_a": a, "domain_b": b, "k": c["k"], "epsilon": c["epsilon"], "gw": round(c["gw"], 6),
+             "disagreement": round(float(s), 6), "chosen": i == best}
+            for i, (c, s) in enumerate(zip(cands, score, strict=True))
+        ]
+        logger.info(
+            "correspondence %s-%s: k=%s chosen of %s (disagreement %s)", a, b, cands[best]["k"],
+            [c["k"] for c in cands], np.round(score, 3).tolist(),
+        )
+        priors.append(CorrespondencePrior(a, b, geoms[a], geoms[b], cands[best]["coupling"], table))
+    return priors

@@ -1,0 +1,190 @@
+"""The geometric correspondence prior (cellbridge.geometry) and its use in training."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from cellbridge.align import anchor_loss
+from cellbridge.geometry import (
+    correspondence_priors,
+    domain_geometry,
+    landmark_geodesics,
+    representation,
+    select_candidate,
+)
+
+
+def _branches(n: int, rng: np.random.Generator, *, dim: int, sizes=(0.5, 0.3, 0.2)) -> tuple[np.ndarray, np.ndarray]:
+    """Three elongated groups of unequal size at unequal distances (a scalene triangle, so
+    the geometry has one symmetry-free answer), embedded in ``dim`` dimensions by a random
+    rotation: the same geometry a second domain would see through other features."""
+    group = rng.choice(3, n, p=sizes)
+    corners = np.array([[0.0, 0.0], [3.0, 0.0], [0.8, 1.6]])
+    t = rng.random(n)[:, None]
+    direction = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, -0.5]])[group]
+    plane = corners[group] + 0.6 * t * direction + rng.normal(scale=0.08, size=(n, 2))
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return np.c_[plane, rng.normal(scale=0.05, size=(n, dim - 2))] @ q, group
+
+
+def test_representation_standardises_and_reduces():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 80)) * np.linspace(1, 50, 80) + 3
+    r = representation(x)
+    assert r.shape == (200, 50)
+    small = representation(x[:, :10])
+    np.testing.assert_allclose(small.std(0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(small.mean(0), 0.0, atol=1e-9)
+    counts = sp.random(150, 300, density=0.1, random_state=0, format="csr")
+    assert representation(counts, modality="atac", n_components=20).shape == (150, 20)  # first component dropped
+
+
+def test_landmark_geodesics_are_a_normalised_metric_on_landmarks():
+    rng = np.random.default_rng(1)
+    x, _ = _branches(300, rng, dim=5)
+    d = landmark_geodesics(x, np.arange(0, 300, 10), k=10)
+    assert d.shape == (30, 30)
+    np.testing.assert_allclose(d, d.T)
+    assert np.all(np.diag(d) == 0) and d.max() == pytest.approx(1.0) and d.min() >= 0
+
+
+def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces():
+    rng = np.random.default_rng(2)
+    xa, ba = _branches(600, rng, dim=6)
+    xb, bb = _branches(500, rng, dim=12)
+    priors = correspondence_priors(
+        {"a": representation(xa), "b": representation(xb)}, {"a": np.arange(600), "b": np.arange(500)},
+        n_landmarks=60, k_grid=(10, 20, 30),
+    )
+    (prior,) = priors
+    assert [c["chosen"] for c in prior.candidates].count(True) == 1
+    restricted = prior.restrict(np.arange(600), np.arange(500))
+    idx = rng.integers(600, size=2000)
+    partners = restricted.partners(idx, rng)
+    assert partners.min() >= 0 and partners.max() < 500
+    agree = (ba[idx] == bb[partners]).mean()
+    assert agree > 0.9  # random partners would agree 0.38 of the time
+    coupling = prior.cell_coupling()
+    assert coupling.shape == (600, 500) and coupling.sum() == pytest.approx(1.0)
+
+
+def test_partners_only_from_allowed_cells():
+    rng = np.random.default_rng(3)
+    xa, _ = _branches(300, rng, dim=4)
+    xb, _ = _branches(300, rng, dim=4)
+    (prior,) = correspondence_priors({"a": xa, "b": xb}, {"a": np.arange(300), "b": np.arange(300)}, n_landmarks=30, k_grid=(10,))
+    allowed = np.arange(0, 300, 3)
+    partners = prior.restrict(np.arange(300), allowed).partners(np.arange(300), rng)
+    assert np.isin(partners, allowed).all()
+    with pytest.raises(RuntimeError, match="restrict"):
+        prior.partners(np.arange(3), rng)
+
+
+def test_selection_keeps_the_consensus_over_a_reflected_run():
+    """Two runs that agree (up to noise) and one that matched the trajectory end to end:
+    the criterion needs no truth and keeps one of the agreeing runs."""
+    n = 40
+    centres_b = np.linspace(0, 1, n)[:, None] * np.array([[1.0, 0.5]])
+    weights = np.full(n, 1 / n)
+    identity = np.eye(n) / n
+    rng = np.random.default_rng(4)
+    noisy = np.abs(identity + rng.normal(scale=1e-4, size=(n, n)))
+    reflected = np.eye(n)[::-1] / n
+    cands = [{"coupling": reflected}, {"coupling": identity}, {"coupling": noisy / noisy.sum()}]
+    best, score = select_candidate(cands, centres_b, weights)
+    assert best in (1, 2)
+    assert score[0] > 1.5 * max(score[1], score[2])
+    assert select_candidate(cands[:1], centres_b, weights)[0] == 0
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_correspondence_loss_properties(scale):
+    """The pull on prior pairs (anchor_loss on partner rows): zero at coincidence,
+    scale-invariant, symmetric, finite gradients with no radial part."""
+    torch.manual_seed(0)
+    z = torch.randn(64, 8, dtype=torch.float64)
+    assert float(anchor_loss(z, z.clone())) == pytest.approx(0.0, abs=1e-12)
+    za = (z * scale).requires_grad_(True)
+    zb = z * scale + torch.randn(64, 8, dtype=torch.float64) * scale * 0.3
+    loss = anchor_loss(za, zb)
+    assert float(loss.detach()) == pytest.approx(float(anchor_loss(z, zb / scale)), rel=1e-9)
+    assert float(loss.detach()) == pytest.approx(float(anchor_loss(zb, za.detach())), rel=1e-9)
+    (grad,) = torch.autograd.grad(loss, za)
+    assert torch.isfinite(grad).all()
+
+
+def test_geometry_at_50k_cells_stays_linear_in_memory():
+    """Beyond ``max_cells`` only an O(n) landmark index is kept per cell: 50,000 cells
+    with a 4,000-cell graph sample stay well under what an n x n matrix would need (20 GB)."""
+    rng = np.random.default_rng(5)
+    x, _ = _branches(50_000, rng, dim=20)
+    tracemalloc.start()
+    geom = domain_geometry(x, np.arange(50_000), n_landmarks=100, k_grid=(15,), max_cells=4_000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert geom.assignment.shape == (50_000,) and len(geom.weights) == len(geom.centres) <= 100
+    assert geom.weights.sum() == pytest.approx(1.0)
+    assert peak < 400 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def _features(x: np.ndarray, name: str) -> ad.AnnData:
+    a = ad.AnnData(x.astype(np.float32))
+    a.obs_names = [f"{name}{i}" for i in range(len(x))]
+    a.var_names = [f"{name}_f{i}" for i in range(x.shape[1])]
+    a.obs["domain"] = name
+    a.uns["cellbridge"] = {"modality": "features", "domain": name}
+    return a
+
+
+def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
+    from cellbridge import CrossModalModel
+
+    rng = np.random.default_rng(6)
+    xa, ba = _branches(400, rng, dim=6)
+    xb, bb = _branches(400, rng, dim=10)
+    adatas = {"a": _features(xa, "a"), "b": _features(xb, "b")}
+    model = CrossModalModel(
+        adatas, latent_dim=4, alignment="mmd", seed=0,
+        correspondence_kwargs={"n_landmarks": 60, "k_grid": [10, 20, 30]},
+    )
+    assert model.config["correspondence"]["method"] == "gw"
+    history = model.train(max_epochs=12, progress=False, warmup_epochs=2, ramp_epochs=2)
+    assert "prior_loss" in history
+    assert history["prior_loss"].iloc[-3:].mean() < history["prior_loss"].iloc[:2].mean()
+    table = pd.DataFrame(model.config["correspondence"]["candidates"])
+    assert set(table.columns) >= {"domain_a", "domain_b", "k", "gw", "disagreement", "chosen"}
+    assert table["chosen"].sum() == 1
+    # training follows the prior: a cell's nearest cross-domain latent neighbour is in the group
+    # its prior partners come from about as often as the partners themselves are
+    (prior,) = model.priors
+    draws = rng.integers(400, size=4000)
+    partners = prior.restrict(np.arange(400), np.arange(400)).partners(draws, rng)
+    prior_agree = (ba[draws] == bb[partners]).mean()
+    za, zb = model.get_latent("a"), model.get_latent("b")
+    nearest = np.argmin(((za[:, None] - zb[None]) ** 2).sum(-1), axis=1)
+    latent_agree = (ba == bb[nearest]).mean()
+    assert latent_agree > prior_agree - 0.15
+    assert latent_agree > 0.45  # chance: 0.38
+    model.save(tmp_path / "m")
+    assert CrossModalModel.load(tmp_path / "m").config["correspondence"]["candidates"] == model.config["correspondence"]["candidates"]
+
+
+def test_auto_prior_is_off_for_none_and_under_labels():
+    from cellbridge import CrossModalModel
+
+    rng = np.random.default_rng(7)
+    adatas = {"a": _features(rng.normal(size=(50, 4)), "a"), "b": _features(rng.normal(size=(50, 4)), "b")}
+    assert CrossModalModel(adatas, alignment="none").config["correspondence"]["method"] == "none"
+    for a in adatas.values():
+        a.obs["t"] = pd.Categorical(rng.choice(["x", "y"], 50))
+    assert CrossModalModel(adatas, alignment="mmd", label_key="t").config["correspondence"]["method"] == "none"
+    assert CrossModalModel(adatas, alignment="mmd", label_key="t", correspondence="gw").config["correspondence"]["method"] == "gw"
+    with pytest.raises(ValueError, match="correspondence"):
+        CrossModalModel(adatas, correspondence="sometimes")
