@@ -96,12 +96,17 @@ def at_latent_size(config: dict, latent_dim: int) -> dict:
     out = copy.deepcopy(config)
     out["model"]["latent_dim"] = latent_dim
     out["run"] = f"{config['run']}_latent{latent_dim}"
-    shared, own = Path("results", config["run"]), Path("results", out["run"])
+    _share_prepared(config["run"], out["run"])
+    return out
+
+
+def _share_prepared(run: str, other: str) -> None:
+    """Link run folder ``other``'s simulated and prepared data to those of ``run``."""
+    shared, own = Path("results", run), Path("results", other)
     own.mkdir(parents=True, exist_ok=True)
     for sub in ("simulated", "prepared"):
         if not (own / sub).exists():
             (own / sub).symlink_to((shared / sub).resolve(), target_is_directory=True)
-    return out
 
 
 def setting_of(config: dict) -> str:
@@ -119,11 +124,7 @@ def in_setting(config: dict, setting: str) -> dict:
         out["alignment"]["labels"]["use"] = False
         out["alignment"]["adversarial"]["conditional"] = False
         out["run"] = f"{config['run']}_unsupervised"
-        shared, own = Path("results", config["run"]), Path("results", out["run"])
-        own.mkdir(parents=True, exist_ok=True)
-        for sub in ("simulated", "prepared"):
-            if not (own / sub).exists():
-                (own / sub).symlink_to((shared / sub).resolve(), target_is_directory=True)
+        _share_prepared(config["run"], out["run"])
     return out
 
 

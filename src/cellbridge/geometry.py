@@ -63,6 +63,7 @@ __all__ = [
     "domain_geometry",
     "gw_candidates",
     "landmark_geodesics",
+    "landmark_label_cost",
     "landmarks",
     "representation",
     "select_candidate",
