@@ -17,6 +17,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# the report (snakemake --report) opens on the results page written by rule compare
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inputs.smk"
 include: "workflow/rules/prepare.smk"

@@ -21,7 +21,7 @@ from cellbridge.preprocess.image import (
     find_image_files,
     find_mask_file,
     match_nuclei,
-    plot_contact_sheet,
+    plot_image_qc,
     prepare_image,
     read_field,
     read_label_mask,
@@ -358,6 +358,8 @@ def test_annotations_join_by_nearest_centroid(field_dir, caplog):
     assert cell_type["b.tif:30,30"] == "t4"
     assert pd.isna(cell_type["b.tif:60,64"])
     assert "label_annotation" in adata.obs and adata.obs["label"].dtype.kind == "i"
+    # an integer annotation stays integer where a nucleus has none (not float with NaN)
+    assert adata.obs["label_annotation"].dtype == "Int64" and adata.obs["label_annotation"].isna().sum() == 1
 
 
 def test_annotations_from_tsv_file(field_dir, tmp_path):
@@ -404,10 +406,13 @@ def test_ready_crops_from_npy_and_h5ad(tmp_path):
         prepare_image(tmp_path / "crops.npy", annotations=pd.DataFrame(columns=["source_file", "centroid_y", "centroid_x"]))
 
 
-def test_contact_sheet_png(field_dir, tmp_path):
+def test_image_qc_png(field_dir, tmp_path):
     folder, _ = field_dir
     adata = prepare_image(folder)
-    out = plot_contact_sheet(adata, tmp_path / "qc" / "sheet.png", n=4, seed=1)
+    counts = adata.uns["cellbridge"]["segmentation"]
+    assert counts["kept"] == adata.n_obs and counts["n_fields"] == len(list(folder.glob("*.tif")))
+    assert counts["n_objects"] == counts["kept"] + counts["dropped_small"] + counts["dropped_large"] + counts["dropped_border"]
+    out = plot_image_qc(adata, tmp_path / "qc" / "sheet.png", n=4, seed=1)
     assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp file left
 

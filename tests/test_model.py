@@ -102,9 +102,45 @@ def test_translate_image_to_rna(trained, domains):
     np.testing.assert_allclose(counts.sum(1), cfg["default_library"], rtol=1e-4)
     # X-space prediction is log1p(proportion * scale), the same transform as the prepared X
     np.testing.assert_allclose(out.X, np.log1p(counts / cfg["default_library"] * cfg["x_scale"]), rtol=1e-4, atol=1e-5)
-    assert out.uns["cellbridge"]["modality"] == "rna" and out.uns["cellbridge"]["translated_from"] == "image"
+    assert out.uns["cellbridge"]["modality"] == "rna" and out.uns["cellbridge"]["translation"]["source"] == "image"
+    assert out.uns["cellbridge"]["n_clipped"] == 0  # NB predictions are log1p of non-negative values
     # X of log1p(CP10k) data restricted to all genes: the scale is the target sum
     assert cfg["x_scale"] == pytest.approx(1e4, rel=1e-3)
+
+
+def test_translation_provenance_and_obs_semantics(trained, domains, tmp_path):
+    trained.save(tmp_path / "m")
+    out = CrossModalModel.load(tmp_path / "m", adatas=domains).translate("image", "rna")
+    info = out.uns["cellbridge"]["translation"]
+    assert {k: info[k] for k in ("source", "target", "method", "seed", "model_path")} == {
+        "source": "image", "target": "rna", "method": "mmd", "seed": 0, "model_path": str(tmp_path / "m"),
+    }
+    assert info["version"] and pd.Timestamp(info["time"]).tzinfo is not None
+    # rows are the image cells, values live in RNA's space: obs["domain"] agrees with uns
+    assert (out.obs["domain"] == "rna").all() and out.uns["cellbridge"]["domain"] == "rna"
+    assert (out.obs["source_domain"] == "image").all()
+    assert list(out.obs_names) == list(domains["image"].obs_names)
+    # the provenance survives a round trip through .h5ad
+    import anndata as ad
+
+    out.write_h5ad(tmp_path / "t.h5ad")
+    back = ad.read_h5ad(tmp_path / "t.h5ad").uns["cellbridge"]["translation"]
+    assert back["method"] == "mmd" and int(back["seed"]) == 0 and back["target"] == "rna"
+
+
+def test_gaussian_expression_predictions_are_clipped_at_zero(domains):
+    # an untrained Gaussian decoder undershoots freely: its log-normalised predictions go below 0
+    model = fast_model(domains, alignment="none")
+    raw = model.module.autoencoders["rna"].predict(torch.as_tensor(model.get_latent("image")))["x"]
+    n_negative = int((raw < 0).sum())
+    assert n_negative > 0
+    out = model.translate("image", "rna")
+    assert (out.X >= 0).all()
+    assert out.uns["cellbridge"]["x_clipped_at"] == 0.0 and out.uns["cellbridge"]["n_clipped"] == n_negative
+    assert out.uns["cellbridge"]["translation"]["n_clipped"] == n_negative
+    assert out.uns["cellbridge"]["translation"]["model_path"] == "not saved"
+    # where X is not non-negative by contract (image morphology features), nothing is clipped
+    assert "x_clipped_at" not in model.translate("rna", "image").uns["cellbridge"]
 
 
 def test_translate_rna_to_image(trained):

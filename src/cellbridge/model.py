@@ -51,6 +51,11 @@ MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.tsv"
 
+#: Modalities whose prepared ``X`` is non-negative by contract (docs/design.md): RNA is
+#: log1p-normalised, ATAC a TF-IDF of 0/1 values. Predictions in their ``X`` space are
+#: clipped at 0 (a Gaussian decoder can undershoot); protein CLR and features can be negative.
+NONNEGATIVE_X = frozenset({"rna", "atac"})
+
 
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -177,6 +182,7 @@ class CrossModalModel:
         self.anchors = anchor_sets(anchors, self.data, fraction=anchor_fraction, seed=seed) if anchors is not None else []
         self.history: pd.DataFrame | None = None
         self.priors: list | None = None
+        self.path: Path | None = None  # the folder last saved to or loaded from
 
     # ------------------------------------------------------------ set-up
     @staticmethod
@@ -476,9 +482,15 @@ class CrossModalModel:
         Returns
         -------
         anndata.AnnData
-            ``obs``: the source cells; ``obsm["X_cellbridge"]``: their latent;
+            ``obs``: the source cells (``obs_names`` and columns kept), with
+            ``obs["domain"]`` = ``target`` (the space of the values, as in
+            ``uns["cellbridge"]["domain"]``) and ``obs["source_domain"]`` =
+            ``source``; ``uns["cellbridge"]["translation"]``: source, target,
+            method, seed, model_path, version, time (UTC);
+            ``obsm["X_cellbridge"]``: their latent;
             vector targets: ``X`` = predicted features in the target's prepared
-            space and ``var`` = the target's features, plus
+            space (clipped at 0 for the modalities in :data:`NONNEGATIVE_X`) and
+            ``var`` = the target's features, plus
             ``layers["expected_counts"]`` (negative binomial) or
             ``layers["probability"]`` (Bernoulli); image targets:
             ``obsm["image"]`` = predicted crops and ``X`` = their morphology
@@ -488,8 +500,30 @@ class CrossModalModel:
         data, src = self._data_for(source, adata)
         z = self._latent(source, data, batch_size)
         out = self.decode(target, z, obs=src.obs, library_size=library_size, batch_size=batch_size)
-        out.uns["cellbridge"]["translated_from"] = source
+        # rows are the source cells, values live in the target's space: obs["domain"] names
+        # that space (as uns["cellbridge"]["domain"] does), obs["source_domain"] the cells' origin
+        out.obs["source_domain"] = pd.Categorical([source] * out.n_obs)
+        out.obs["domain"] = pd.Categorical([target] * out.n_obs)
+        out.uns["cellbridge"]["translation"] = self._provenance(source, target, out.uns["cellbridge"])
         return out
+
+    def _provenance(self, source: str, target: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """``uns["cellbridge"]["translation"]``: what made a translated AnnData (h5ad-storable)."""
+        from datetime import UTC, datetime
+
+        info = {
+            "source": source,
+            "target": target,
+            "method": str(self.config["alignment"]),
+            "seed": int(self.config["seed"]),
+            "model_path": str(self.path) if self.path is not None else "not saved",
+            "version": _package_version(),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if "x_clipped_at" in meta:
+            info["x_clipped_at"] = meta["x_clipped_at"]
+            info["n_clipped"] = meta["n_clipped"]
+        return info
 
     def decode(
         self,
@@ -542,7 +576,11 @@ class CrossModalModel:
             out = ad.AnnData(X=feats.to_numpy(np.float32), obs=obs.copy(), var=pd.DataFrame(index=feats.columns))
             out.obsm["image"] = crops
         else:
-            out = ad.AnnData(X=pred.pop("x"), obs=obs.copy(), var=self._target_var(target))
+            x = pred.pop("x")
+            if cfg["modality"] in NONNEGATIVE_X:
+                n_clipped = int((x < 0).sum())
+                np.maximum(x, 0.0, out=x)
+            out = ad.AnnData(X=x, obs=obs.copy(), var=self._target_var(target))
         out.obsm[LATENT_KEY] = z.cpu().numpy()
         for key, val in pred.items():
             out.layers[key] = val
@@ -552,6 +590,10 @@ class CrossModalModel:
             "params": cfg["params"],
             "version": _package_version(),
         }
+        if cfg["modality"] in NONNEGATIVE_X:
+            # the prepared X of this modality is >= 0; a Gaussian decoder can undershoot
+            out.uns["cellbridge"]["x_clipped_at"] = 0.0
+            out.uns["cellbridge"]["n_clipped"] = n_clipped
         return out
 
     def _target_var(self, target: str) -> pd.DataFrame:
@@ -573,6 +615,7 @@ class CrossModalModel:
         write_json({"cellbridge_version": _package_version(), "config": self.config}, path / CONFIG_FILE)
         if self.history is not None:
             write_table(self.history, path / HISTORY_FILE)
+        self.path = path
         return path
 
     @classmethod
@@ -623,6 +666,7 @@ class CrossModalModel:
             self.data[name] = self._register(name, adata)
             self.adatas[name] = adata
         self.history = pd.read_csv(path / HISTORY_FILE, sep="\t", index_col=0) if (path / HISTORY_FILE).exists() else None
+        self.path = path
         return self
 
 

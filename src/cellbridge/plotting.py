@@ -45,6 +45,7 @@ from .metrics import per_feature_correlation
 
 __all__ = [
     "LOWER_IS_BETTER",
+    "METRIC_NAMES",
     "REFERENCE_METHODS",
     "best_and_worst",
     "domain_colors",
@@ -54,6 +55,7 @@ __all__ = [
     "plot_latent_shift",
     "plot_reconstruction_vs_pca",
     "plot_translation_scatter",
+    "metric_label",
 ]
 
 ArrayLike = Any  # numpy array, scipy sparse matrix, or anything np.asarray accepts
@@ -452,13 +454,16 @@ def plot_translation_scatter(
     seed: int = 0,
     pred_label: str = "predicted",
     true_label: str = "measured",
+    units: str = "",
+    varying_quantile: float = 0.5,
 ) -> Path:
     """Draw predicted vs measured values of the best- and worst-predicted features.
 
     Top row: the ``n_best`` features with the highest Pearson r; second row: the
-    ``n_worst`` with the lowest; one scatter per feature (one point per cell) with the
-    identity line. Right: histogram of the r of all features, with the median and
-    the shown features marked.
+    ``n_worst`` with the lowest among the features whose measured SD is at least its
+    ``varying_quantile`` quantile over features (a near-constant feature's r is noise);
+    one scatter per feature (one point per cell) with the identity line. Right:
+    histogram of the r of all features, with the median and the shown features marked.
 
     Parameters
     ----------
@@ -483,6 +488,11 @@ def plot_translation_scatter(
         Seed of that subsample.
     pred_label, true_label
         Axis labels.
+    units
+        What the values are (e.g. ``"log1p-normalised expression"``), added to the axis labels.
+    varying_quantile
+        The worst features are chosen among those whose measured SD is at least this
+        quantile of the features' SDs (0: among all features).
 
     Returns
     -------
@@ -505,7 +515,14 @@ def plot_translation_scatter(
         if r.shape != (p.shape[1],):
             raise ValueError(f"per_feature_r has shape {r.shape} but pred and true have {p.shape[1]} features")
     max_points = _positive_int(max_points, "max_points")
-    best, worst = best_and_worst(r, n_best, n_worst)
+    # the worst are ranked among features that vary: a near-constant (noise) feature has an
+    # r near 0 that says nothing about the translation
+    _, sd = _column_mean_std(t)
+    varying = np.isfinite(sd) & (sd >= np.nanquantile(sd, varying_quantile)) if np.isfinite(sd).any() else sd > 0
+    best, _ = best_and_worst(r, n_best, 0)
+    r_varying = np.where(varying, r, np.nan)
+    r_varying[best] = np.nan
+    _, worst = best_and_worst(r_varying, 0, n_worst)
 
     rows: list[tuple[str, np.ndarray]] = []
     if best.size:
@@ -534,11 +551,11 @@ def plot_translation_scatter(
                 hi = float(max(x[ok].max(), y[ok].max()))
                 pad = 0.05 * (hi - lo) if hi > lo else 0.5
                 ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", linestyle="--", linewidth=0.8)
-            ax.set_title(f"{kind} #{col + 1}: {_truncate(names[j], 22)}\nr = {r[j]:.2f}", fontsize=9, color=colour)
-            ax.set_xlabel(true_label, fontsize=8)
+            ax.set_title(f"{kind} #{col + 1}: {_truncate(names[j], 22)}\nr = {r[j]:.2f}", fontsize=9.5, color=colour)
+            ax.set_xlabel(f"{true_label}\n({units})" if units else true_label, fontsize=8.5)
             if col == 0:
-                ax.set_ylabel(pred_label, fontsize=8)
-            ax.tick_params(labelsize=7)
+                ax.set_ylabel(f"{pred_label}\n({units})" if units else pred_label, fontsize=8.5)
+            ax.tick_params(labelsize=7.5)
 
     hist = fig.add_subplot(grid[:, n_cols])
     finite = r[np.isfinite(r)]
@@ -552,13 +569,15 @@ def plot_translation_scatter(
             colour = "#1a9850" if kind == "best" else "#d73027"
             for k, j in enumerate(indices):
                 hist.axvline(r[j], color=colour, linestyle=":", linewidth=1, label=f"{kind} shown" if k == 0 else None)
-        hist.legend(fontsize=7, loc="upper left")
+        hist.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     else:
         hist.text(0.5, 0.5, "no feature has a defined r", ha="center", va="center", transform=hist.transAxes)
     hist.set_xlim(-1.05, 1.05)
     hist.set_xlabel(f"Pearson r ({pred_label} vs {true_label})", fontsize=8)
     hist.set_ylabel("features", fontsize=8)
     sub = f"all {r.size} features"
+    if worst.size and varying_quantile > 0:
+        sub += f"\n(worst: among the {int(varying.sum())} most variable)"
     if n_undefined:
         sub += f"\n({n_undefined} undefined: constant or missing)"
     hist.set_title(sub, fontsize=9)
@@ -566,7 +585,7 @@ def plot_translation_scatter(
 
     head = title or "Translation: predicted vs measured"
     drawn = f" ({cells.size} drawn per panel)" if cells.size < p.shape[0] else ""
-    fig.suptitle(f"{head}\n{p.shape[0]} cells{drawn}", fontsize=10)
+    fig.suptitle(f"{head}\n{p.shape[0]} cells, one point per cell{drawn}", fontsize=10.5)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -599,6 +618,7 @@ def plot_image_gallery(
     labels: ArrayLike | None = None,
     row_labels: Sequence[str] | None = None,
     n_top_features: int = 5,
+    cell_names: Sequence[str] | None = None,
     title: str = "",
 ) -> Path:
     """Draw example cells: their source, the predicted nucleus and the measured nucleus.
@@ -643,6 +663,8 @@ def plot_image_gallery(
         Override the row labels, one per drawn row.
     n_top_features
         Bars per vector-source cell.
+    cell_names
+        One name per cell (e.g. ``obs_names``) shown above each column (default: the row index).
     title
         Figure title.
 
@@ -691,6 +713,9 @@ def plot_image_gallery(
             raise ValueError(f"labels has shape {lab.shape} but pred_crops has {n_cells} cells")
         lab = np.where(pd.isna(lab), _UNLABELLED, lab).astype(str)
 
+    cells = [str(x) for x in cell_names] if cell_names is not None else [f"cell {i}" for i in range(n_cells)]
+    if len(cells) != n_cells:
+        raise ValueError(f"cell_names has {len(cells)} entries but pred_crops has {n_cells} cells")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(n_cells, size=min(n, n_cells), replace=False))
     if lab is not None:
@@ -738,7 +763,7 @@ def plot_image_gallery(
 
     n_cols = chosen.size
     heights = [1.25 if k == "source" and source_kind == "vector" else 1.0 for k in row_kinds]
-    fig = Figure(figsize=(1.35 * n_cols + 1.6, 1.45 * sum(heights) + 0.9))
+    fig = Figure(figsize=(1.75 * n_cols + 1.8, 1.8 * sum(heights) + 1.0))
     grid = fig.add_gridspec(len(row_kinds), n_cols + 1, height_ratios=heights, width_ratios=[1.0] * n_cols + [0.08])
     image = None
     for r_i, kind in enumerate(row_kinds):
@@ -752,14 +777,14 @@ def plot_image_gallery(
                     ypos = np.arange(top.size)[::-1]
                     ax.barh(ypos, z_row[top], color=domain_colors([source_name])[source_name], height=0.8)
                     for y, j in zip(ypos, top, strict=True):
-                        ax.text(0.03, y, _truncate(names[j], 14), fontsize=5.5, va="center", ha="left",
+                        ax.text(0.03, y, _truncate(names[j], 14), fontsize=7.5, va="center", ha="left",
                                 transform=ax.get_yaxis_transform())
                     ax.set_xlim(0, max(float(np.nanmax(z_row[top])) * 1.05, 1.0))
                     ax.set_ylim(-0.6, n_top_features - 0.4)
-                    ax.tick_params(axis="x", labelsize=5, length=2, pad=1)
+                    ax.tick_params(axis="x", labelsize=7, length=2, pad=1)
                 else:
                     ax.text(
-                        0.5, 0.5, "no feature\nabove average", ha="center", va="center", fontsize=6,
+                        0.5, 0.5, "no feature\nabove average", ha="center", va="center", fontsize=7.5,
                         transform=ax.transAxes,
                     )
                     ax.set_xticks([])
@@ -772,21 +797,60 @@ def plot_image_gallery(
                 ax.set_xticks([])
                 ax.set_yticks([])
             if r_i == 0:
-                head = _truncate(lab[cell], 14) if lab is not None else ""
-                ax.set_title(f"{head}\ncell {cell}" if head else f"cell {cell}", fontsize=7)
+                head = _truncate(lab[cell], 16) if lab is not None else ""
+                name = _truncate(cells[cell], 16)
+                ax.set_title(f"{head}\n{name}" if head else name, fontsize=8.5)
             if c_i == 0:
-                ax.set_ylabel(row_text[r_i], fontsize=8)
+                ax.set_ylabel(row_text[r_i], fontsize=9.5)
     if image is not None:
         cax = fig.add_subplot(grid[:, n_cols])
-        fig.colorbar(image, cax=cax, label="intensity (shared scale)")
-        cax.tick_params(labelsize=7)
+        fig.colorbar(image, cax=cax).set_label("intensity (normalised, shared scale)", fontsize=9)
+        cax.tick_params(labelsize=8)
     head = title or "Predicted nuclei"
-    fig.suptitle(f"{head}\n{n_cols} of {n_cells} cells", fontsize=10)
+    fig.suptitle(f"{head}\n{n_cols} of {n_cells} cells, chosen at random", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------- method comparison
+
+
+#: Readable names of metric families (metric ids are ``<family>_<domains>``, see cellbridge.evaluate).
+METRIC_NAMES: dict[str, str] = {
+    "foscttm": "FOSCTTM",
+    "partner5": "true partner among 5 nearest",
+    "partner10": "true partner among 10 nearest",
+    "transfer_accuracy": "label transfer accuracy",
+    "transfer_f1": "label transfer macro F1",
+    "pearson_gene_top": "Pearson r, top genes",
+    "pearson_gene": "Pearson r per feature",
+    "pearson_cell": "Pearson r per cell",
+    "spearman_gene": "Spearman r per feature",
+    "morph_r": "morphology r",
+    "pixel_mse": "pixel MSE",
+    "ssim": "SSIM",
+    "rmse": "RMSE",
+    "auroc": "AUROC",
+    "domain_entropy": "domain mixing entropy",
+    "silhouette_by_domain": "silhouette by domain",
+    "silhouette_label": "silhouette by label",
+    "reconstruction_mse": "reconstruction MSE",
+    "pca_mse": "PCA reconstruction MSE",
+    "n_pairs": "true pairs",
+}
+
+
+def metric_label(metric: str) -> str:
+    """Readable name of a metric id: ``foscttm_image_rna`` -> ``FOSCTTM (image, rna)``,
+    ``transfer_accuracy_rna_to_image`` -> ``label transfer accuracy (rna → image)``."""
+    for family in sorted(METRIC_NAMES, key=len, reverse=True):
+        if metric == family or metric.startswith(family + "_"):
+            rest = metric[len(family) + 1 :]
+            if not rest:
+                return METRIC_NAMES[family]
+            where = " \u2192 ".join(rest.split("_to_")) if "_to_" in rest else ", ".join(rest.split("_"))
+            return f"{METRIC_NAMES[family]} ({where})"
+    return metric.replace("_to_", " \u2192 ").replace("_", " ")
 
 
 def _is_lower_better(metric: str, lower_is_better: Collection[str]) -> bool:
@@ -879,9 +943,9 @@ def plot_comparison(
     n_seeds = trained[seed_col].nunique() if seed_col in table.columns else 1
 
     n_panels = len(metrics)
-    n_cols = min(n_panels, 4)
+    n_cols = min(n_panels, 3)
     n_rows = math.ceil(n_panels / n_cols)
-    width = max(2.2, 0.55 * len(methods) + 1.3)
+    width = max(3.0, 0.7 * len(methods) + 1.6)
     fig = Figure(figsize=(width * n_cols + 0.4, 3.6 * n_rows + 0.6))
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
     rng = np.random.default_rng(0)
@@ -897,6 +961,9 @@ def plot_comparison(
                 continue
             err = float(np.std(v, ddof=1)) if v.size >= 2 else None
             ax.bar(i, float(v.mean()), yerr=err, color=palette[m], alpha=0.85, capsize=3, width=0.7)
+            text = f"{v.mean():.3f}" + (f"\n\u00b1{err:.3f}" if err is not None else "")
+            top = float(max(v.max(), v.mean() + (err or 0.0)))
+            ax.annotate(text, (i, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7.5)
             if n_seeds > 1 or v.size > 1:
                 jitter = rng.uniform(-0.15, 0.15, size=v.size)
                 ax.scatter(i + jitter, v, s=10, color="black", zorder=3, linewidths=0)
@@ -914,11 +981,13 @@ def plot_comparison(
                 ax.axhspan(mean - sd, mean + sd, color=colour, alpha=0.12, linewidth=0)
             handles.append(Line2D([], [], linestyle=style, color=colour, label=f"{text}: {mean:.3g}"))
         if handles:
-            ax.legend(handles=handles, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
+            ax.legend(handles=handles, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
         direction = "\u2193 lower is better" if _is_lower_better(metric, lower_is_better) else "\u2191 higher is better"
-        ax.set_title(f"{metric}\n({direction})", fontsize=9)
+        ax.set_title(f"{metric_label(metric)}\n({direction})", fontsize=9.5)
+        ax.set_ylabel(metric_label(metric).split(" (")[0], fontsize=8.5)
+        ax.margins(y=0.18)
         ax.set_xticks(x)
-        ax.set_xticklabels([_truncate(m, 18) for m in methods], rotation=35, ha="right", fontsize=7.5)
+        ax.set_xticklabels([_truncate(m, 18) for m in methods], rotation=35, ha="right", fontsize=8.5)
         ax.set_xlim(-0.6, len(methods) - 0.4)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3)
@@ -926,7 +995,9 @@ def plot_comparison(
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     seeds_text = (
-        f"bars: mean over {n_seeds} seeds, error bars: std, dots: single seeds" if n_seeds > 1 else "one run per method"
+        f"bars: mean over {n_seeds} seeds (value \u00b1 sample SD above), dots: single seeds"
+        if n_seeds > 1
+        else "one seed per method: no error bars"
     )
     fig.suptitle(f"{title or 'Method comparison'}\n{seeds_text}", fontsize=10)
     fig.tight_layout()

@@ -151,13 +151,13 @@ def prepare_domain(
     label_key = config["label_key"]
 
     if modality == "image":
-        from .preprocess.image import plot_contact_sheet, prepare_image
+        from .preprocess.image import plot_image_qc, prepare_image
 
         adata = prepare_image(
             src, domain=domain, annotations=annotations_input(config, domain), **params
         )
         if plot is not None:
-            plot_contact_sheet(adata, plot)
+            plot_image_qc(adata, plot)
     else:
         from .preprocess.counts import read_counts
         from .preprocess.qc import plot_qc
@@ -328,7 +328,9 @@ def train(
     )
     out = Path(out_dir) if out_dir is not None else model_dir(config, method, seed)
     model.save(out)
-    plot_history(model.history, out / "loss_curve.png")
+    plot_history(
+        model.history, out / "loss_curve.png", title=f"{method}, seed {seed}", align_weight=alignment_weight(config, method)
+    )
     # the prior's candidates and the one chosen, as columns (storable in .h5ad)
     rows = model.config.get("correspondence", {}).get("candidates") or []
     candidates = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
@@ -384,7 +386,7 @@ def translate(
             if galleries and (source, target) in galleries:
                 plot_gallery(
                     out, adatas[source], adatas[target], galleries[(source, target)],
-                    truth=truth, label_key=config["label_key"], title=f"{method}: {source} → {target}",
+                    truth=truth, label_key=config["label_key"], title=f"{method}, seed {seed}: {source} → {target}",
                 )
     return model
 
@@ -414,6 +416,7 @@ def plot_gallery(translated, source, target, path: PathLike, *, truth=None, labe
         true_crops=true_crops,
         labels=tr.obs[label_key].astype(str).to_numpy() if label_key and label_key in tr.obs else None,
         source_name=source.uns["cellbridge"]["domain"],
+        cell_names=list(tr.obs_names),
         n=n,
         path=path,
         title=title + (" (held-out cells)" if true_crops is not None else ""),
@@ -421,6 +424,16 @@ def plot_gallery(translated, source, target, path: PathLike, *, truth=None, labe
 
 
 # --------------------------------------------------------------------------- evaluation
+#: What ``X`` of a prepared domain holds, per modality (axis labels of the figures).
+X_UNITS = {
+    "rna": "log1p-normalised expression",
+    "atac": "TF-IDF",
+    "protein": "CLR",
+    "features": "standardised value",
+    "image": "morphology feature",
+}
+
+
 def vector_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Cross-domain (source, target) pairs with a vector target: scatter plots when truth exists."""
     doms = config["domains"]
@@ -485,13 +498,14 @@ def evaluate(
         ip, it = paired_indices(cell_ids_for(tr.obs, truth), cell_ids_for(prep[t].obs, truth))
         plot_translation_scatter(
             tr.X[ip], prep[t].X[it], feature_names=list(prep[t].var_names), path=path,
-            title=f"{method}: {s} → {t}, held-out cells ({len(ip)} with a measured partner)",
+            title=f"{method}, seed {seed}: {s} → {t}, held-out cells with a measured partner",
+            units=X_UNITS.get(config["domains"][t]["modality"], ""),
         )
     if shift is not None:
         from .model import CrossModalModel
 
         model = CrossModalModel.load(model_path or model_dir(config, method, seed), prep)
-        plot_shift(model, prep, path=shift, label_key=config["label_key"], title=f"{method} (seed {seed})")
+        plot_shift(model, prep, path=shift, label_key=config["label_key"], title=f"{method}, seed {seed}")
     return result
 
 
@@ -554,6 +568,81 @@ def plot_shift(model, adatas: dict, *, path: PathLike, label_key: str | None, ti
     )
 
 
+#: How the rows of comparison tables are labelled: trained aligners are ``method``; the
+#: references every method must beat are baselines.
+BASELINES = {"none": "baseline: no alignment", "trivial": "baseline: training mean"}
+#: Significant digits kept in the comparison tables (differences between seeds are larger).
+TABLE_DIGITS = 4
+
+
+def _count_column(name: str) -> bool:
+    return name.startswith("n_")
+
+
+def _rounded(table, digits: int = TABLE_DIGITS):
+    """Counts (``n_*`` columns, ``seed``) as nullable integers, other numbers to ``digits`` significant digits."""
+    import numpy as np
+    import pandas as pd
+
+    out = table.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            continue
+        if col == "seed" or col == "n_seeds" or _count_column(col.removesuffix("_mean")):
+            out[col] = pd.array(np.round(out[col].to_numpy(dtype=float)), dtype="Int64")
+        else:
+            values = out[col].to_numpy(dtype=float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(values == 0, 0, np.floor(np.log10(np.abs(values))))
+            decimals = np.clip(digits - 1 - np.nan_to_num(scale), 0, 12).astype(int)
+            out[col] = [round(v, int(d)) if np.isfinite(v) else np.nan for v, d in zip(values, decimals, strict=True)]
+    return out
+
+
+def comparison_tables(results: list[dict[str, Any]]):
+    """The per-seed and the summary comparison of evaluation results (``metrics/*.json`` contents).
+
+    Returns
+    -------
+    per_seed
+        One row per method and seed: ``method``, ``kind`` (``method`` or the baseline it is,
+        :data:`BASELINES`), ``seed`` (empty for the ``trivial`` predictor, which has none) and
+        every metric; counts as integers, other values to :data:`TABLE_DIGITS` significant digits.
+    summary
+        One row per method: ``method``, ``kind``, ``n_seeds``, then ``<metric>_mean`` and, where
+        some method has at least two seeds, ``<metric>_sd`` (sample SD, empty for methods with
+        one seed); counts are not averaged into SDs (only ``<count>_mean`` is given).
+    """
+    import numpy as np
+    import pandas as pd
+
+    rows, trivial = [], {}
+    for res in results:
+        rows.append({"method": res["method"], "seed": res["seed"], **res["metrics"]})
+        trivial.update(res.get("trivial", {}))
+    per_seed = pd.DataFrame(rows)
+    if trivial:
+        per_seed = pd.concat([per_seed, pd.DataFrame([{"method": "trivial", "seed": np.nan, **trivial}])])
+    per_seed.insert(1, "kind", per_seed["method"].map(BASELINES).fillna("method"))
+    # trained methods first (in the order given), then the baselines
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in rows if r["method"] not in BASELINES))}
+    order.update({b: len(order) + i for i, b in enumerate(BASELINES)})
+    per_seed = per_seed.assign(_order=per_seed["method"].map(order)).sort_values(["_order", "seed"])
+    per_seed = per_seed.drop(columns="_order").reset_index(drop=True)
+    metrics = [c for c in per_seed.columns if c not in ("method", "kind", "seed")]
+    grouped = per_seed.groupby("method", sort=False)
+    summary = pd.DataFrame({"method": list(grouped.groups), "kind": grouped["kind"].first().to_numpy()})
+    n_seeds = grouped["seed"].count().to_numpy()
+    summary["n_seeds"] = n_seeds
+    several = bool((n_seeds >= 2).any())
+    for m in metrics:
+        summary[f"{m}_mean"] = grouped[m].mean().to_numpy()
+        if several and not _count_column(m):
+            sd = grouped[m].std(ddof=1).to_numpy()
+            summary[f"{m}_sd"] = np.where(n_seeds >= 2, sd, np.nan)
+    return _rounded(per_seed), _rounded(summary)
+
+
 def compare(
     config: dict[str, Any],
     metric_files: list[PathLike],
@@ -561,39 +650,40 @@ def compare(
     table: PathLike,
     summary: PathLike | None = None,
     figure: PathLike | None = None,
+    results_page: PathLike | None = None,
 ):
     """Gather all methods x seeds into one table (plus the trivial predictor) and a figure.
 
-    ``table`` has one row per method and seed with every metric as a column (the
-    ``trivial`` row predicts the training mean); ``summary`` one row per method with the
-    mean and standard deviation of every metric over seeds.
+    ``table`` and ``summary`` are the two tables of :func:`comparison_tables` (TSV);
+    ``figure`` the headline metrics per method (:func:`cellbridge.plotting.plot_comparison`);
+    ``results_page`` the HTML fragment the report opens on (:func:`cellbridge.report.results_page`).
     """
     import json
-
-    import pandas as pd
 
     from ._io import write_table
     from .plotting import plot_comparison
 
-    rows, trivial = [], {}
-    for f in metric_files:
-        res = json.loads(Path(f).read_text())
-        rows.append({"method": res["method"], "seed": res["seed"], **res["metrics"]})
-        trivial.update(res.get("trivial", {}))
-    per_seed = pd.DataFrame(rows)
-    if trivial:
-        per_seed = pd.concat([per_seed, pd.DataFrame([{"method": "trivial", "seed": -1, **trivial}])])
-    per_seed = per_seed.sort_values(["method", "seed"]).reset_index(drop=True)
-    summary_table = per_seed.drop(columns="seed").groupby("method", sort=False).agg(["mean", "std"])
-    summary_table.columns = [f"{m}_{stat}" for m, stat in summary_table.columns]
-    summary_table.insert(0, "n_seeds", per_seed.groupby("method", sort=False).size())
+    per_seed, summary_table = comparison_tables([json.loads(Path(f).read_text()) for f in metric_files])
     write_table(per_seed, table, index=False)
     if summary is not None:
-        write_table(summary_table.reset_index(), summary, index=False)
+        write_table(summary_table, summary, index=False)
     if figure is not None:
-        headline = [c for c in per_seed.columns if c.split("_")[0] in {"foscttm", "partner5", "transfer", "pearson", "ssim", "morph", "domain"}]
-        plot_comparison(per_seed, path=figure, metrics=headline[:12] or None, title=f"run '{config['run']}'")
+        plot_comparison(
+            per_seed.drop(columns="kind"), path=figure, metrics=headline_metrics(per_seed) or None,
+            title=f"run '{config['run']}': held-out cells",
+        )
+    if results_page is not None:
+        from .report import results_page as write_results_page
+
+        write_results_page(config, per_seed, summary_table, figure=figure, path=results_page)
     return per_seed
+
+
+def headline_metrics(table) -> list[str]:
+    """The headline metric columns of a comparison table (:data:`cellbridge.evaluate.HEADLINE_METRICS`)."""
+    from .evaluate import HEADLINE_METRICS
+
+    return [c for h in HEADLINE_METRICS for c in table.columns if c == h or c.startswith(f"{h}_")][:12]
 
 
 # --------------------------------------------------------------------------- new data

@@ -100,6 +100,8 @@ rule compare:
             category="0. Comparison",
             labels={"figure": "methods"},
         ),
+        # the report's front page (workflow/report/workflow.rst) includes this fragment
+        page=f"{RESULTS}/report/results.html",
     log:
         f"{LOGS}/compare.log",
     conda:

@@ -12,4 +12,5 @@ with log_to_file(sm.log[0]):
         table=sm.output.table,
         summary=sm.output.summary,
         figure=sm.output.figure,
+        results_page=sm.output.page,
     )

@@ -92,7 +92,7 @@ __all__ = [
     "find_image_files",
     "find_mask_file",
     "match_nuclei",
-    "plot_contact_sheet",
+    "plot_image_qc",
     "prepare_image",
     "read_crops",
     "read_field",
@@ -678,6 +678,8 @@ def annotate_nuclei(
     pandas.DataFrame
         Indexed like ``obs``, one column per annotation column. Columns whose
         names already exist in ``obs`` (e.g. ``label``) get the suffix ``_annotation``.
+        Text columns become categorical, integer columns nullable integers (``Int64``,
+        missing where a nucleus has no annotation).
     """
     table = _read_annotation_table(annotations)
     idx = match_nuclei(obs, table, max_distance=max_distance)
@@ -702,6 +704,9 @@ def annotate_nuclei(
         out[name] = values
         if table[col].dtype == object or isinstance(table[col].dtype, pd.CategoricalDtype):
             out[name] = out[name].astype("category")
+        elif pd.api.types.is_integer_dtype(table[col].dtype):
+            # integers stay integers where a nucleus has no annotation (nullable, not float NaN)
+            out[name] = pd.array(pd.to_numeric(out[name]), dtype="Int64")
     return out
 
 
@@ -870,7 +875,10 @@ def prepare_image(
     anndata.AnnData
         ``obsm["image"]`` float32 ``(n, S, S)``; ``X`` float32 crop morphology
         features; ``obsm["morphology_native"]`` native-resolution shape and
-        intensity features (fields only); ``obs`` provenance columns and ``domain``; ``uns["cellbridge"]``.
+        intensity features (fields only); ``obs`` provenance columns and ``domain``; ``uns["cellbridge"]``,
+        with (fields only) ``uns["cellbridge"]["segmentation"]``: the number of fields, of
+        segmented objects, of nuclei kept and of objects dropped per reason
+        (``dropped_small``, ``dropped_large``, ``dropped_border``).
         ``uns["cellbridge"]["params"]`` also records the resolved
         ``window_px`` (fixed windows), ``pixel_scale`` (field pixels per crop
         pixel) and ``intensity_scale``.
@@ -914,6 +922,7 @@ def prepare_image(
     feature_opts = {"mask_threshold": mask_threshold, "n_shells": n_shells, "glcm_levels": glcm_levels}
     text = str(source)
     native = None
+    segmentation_counts = None
     if not glob.has_magic(text) and Path(text).suffix.lower() in CROP_SUFFIXES:
         crops, obs, scale = _prepare_from_crops(
             Path(text), crop_size=crop_size, normalize=normalize, percentile=percentile
@@ -928,7 +937,7 @@ def prepare_image(
             "min_size": min_size,
             "min_snr": min_snr,
         }
-        fields = _segment_fields(
+        fields, segmentation_counts = _segment_fields(
             find_image_files(source),
             source=source,
             channel=channel,
@@ -960,6 +969,8 @@ def prepare_image(
     if obs.index.has_duplicates:
         warnings.warn(f"{text}: duplicate nucleus names (same field name in several folders); made unique", stacklevel=2)
     adata = _build_anndata(crops, obs, domain=domain, params=params, source=source, native=native, **feature_opts)
+    if segmentation_counts is not None:
+        adata.uns["cellbridge"]["segmentation"] = segmentation_counts
     if adata.obs_names.has_duplicates:
         adata.obs_names_make_unique()
     logger.info("prepared %d nuclei from %s", adata.n_obs, text)
@@ -976,11 +987,15 @@ def _segment_fields(
     min_area: float,
     max_area: float | None,
     exclude_border: bool,
-) -> list[_Field]:
-    """Read, segment and filter every field; warn for fields without a kept nucleus."""
+) -> tuple[list[_Field], dict[str, int]]:
+    """Read, segment and filter every field; warn for fields without a kept nucleus.
+
+    Also returns the counts of segmented objects kept and dropped per reason (``small``,
+    ``large``, ``border``), stored as ``uns["cellbridge"]["segmentation"]``."""
     fields: list[_Field] = []
     dropped = {"small": 0, "large": 0, "border": 0}
     methods: dict[str, int] = {}
+    n_kept = 0
     for path in files:
         image = read_field(path, channel=channel)
         labels, method = _segment_field(path, image, segmentation=segmentation, segment_kwargs=segment_kwargs)
@@ -990,6 +1005,7 @@ def _segment_fields(
         )
         for key, value in counts.items():
             dropped[key] += value
+        n_kept += len(table)
         if table.empty:
             warnings.warn(f"{path}: no nucleus kept in this field (segmentation: {method})", stacklevel=3)
             continue
@@ -1006,7 +1022,14 @@ def _segment_fields(
     if not fields:
         shown = ", ".join(p.name for p in files[:5]) + (", ..." if len(files) > 5 else "")
         raise InputError(source, f"no nucleus found in any of {len(files)} field(s): {shown}")
-    return fields
+    stats = {
+        "n_fields": len(files),
+        "n_fields_without_nuclei": len(files) - len(fields),
+        "n_objects": n_kept + sum(dropped.values()),
+        "kept": n_kept,
+        **{f"dropped_{reason}": n for reason, n in dropped.items()},
+    }
+    return fields, stats
 
 
 def _crop_fields(
@@ -1063,19 +1086,64 @@ def _crop_fields(
 # --------------------------------------------------------------------------- plots
 
 
-def plot_contact_sheet(adata: ad.AnnData, path: str | os.PathLike, *, n: int = 64, seed: int = 0) -> Path:
-    """Write a PNG grid of randomly chosen nucleus crops from ``obsm["image"]``.
+def _param(value: Any) -> Any:
+    """A stored preprocessing parameter back as given (``"none"`` -> ``None``, see :func:`_storable`)."""
+    return None if value == "none" else value
+
+
+def _qc_field(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, str] | None:
+    """The field with most kept nuclei, segmented again with the stored parameters:
+    (image, label image, objects with a ``fate`` column, file name); None for ready crops."""
+    meta = adata.uns.get("cellbridge", {})
+    params = {k: _param(v) for k, v in meta.get("params", {}).items()}
+    if "segmentation" not in meta or "source_file" not in adata.obs:
+        return None
+    name = str(adata.obs["source_file"].value_counts().index[0])
+    path = next((f for f in find_image_files(meta["source"]) if f.name == name), None)
+    if path is None:
+        return None
+    image = read_field(path, channel=params.get("channel"))
+    keys = ("sigma", "threshold", "background_sigma", "min_distance", "min_size", "min_snr")
+    labels, _ = _segment_field(
+        path, image, segmentation=params.get("segmentation", "auto"), segment_kwargs={k: params[k] for k in keys if k in params}
+    )
+    table = _object_table(labels)
+    kept, _ = _filter_objects(
+        table, image.shape, min_area=params.get("min_area", 0), max_area=params.get("max_area"),
+        exclude_border=bool(params.get("exclude_border", True)),
+    )
+    area = table["area"].to_numpy()
+    fate = np.where(area < params.get("min_area", 0), "small", "border")
+    if params.get("max_area") is not None:
+        fate = np.where(area > params["max_area"], "large", fate)
+    table["fate"] = np.where(table["label"].isin(kept["label"]), "kept", fate)
+    return image, labels, table, name
+
+
+#: Colours of the segmentation outlines and count bars in the image QC figure.
+_FATE_COLOURS = {"kept": "#1a9850", "small": "#d73027", "large": "#fdae61", "border": "#4575b4"}
+
+
+def plot_image_qc(adata: ad.AnnData, path: str | os.PathLike, *, n: int = 36, seed: int = 0) -> Path:
+    """Write the QC figure of an image domain: segmentation, filters and crops.
+
+    Panels: one field (the one with most kept nuclei, segmented again with the stored
+    parameters) with every object's outline coloured by what happened to it (kept, too
+    small, too large, touching the border); the counts of kept and dropped objects per
+    reason over all fields (``uns["cellbridge"]["segmentation"]``); the distribution of the
+    kept nuclei's area; a contact sheet of ``n`` randomly chosen crops as the autoencoder
+    sees them. Ready-made crops (no fields) get the contact sheet only.
 
     Parameters
     ----------
     adata
-        Image AnnData (``obsm["image"]`` of shape ``(n, S, S)``).
+        Prepared image AnnData (``obsm["image"]`` of shape ``(n, S, S)``).
     path
         Destination PNG (written atomically).
     n
-        Number of crops shown (at most ``adata.n_obs``).
+        Number of crops in the contact sheet (at most ``adata.n_obs``).
     seed
-        Seed of the random choice.
+        Seed of the choice of crops.
 
     Returns
     -------
@@ -1085,6 +1153,8 @@ def plot_contact_sheet(adata: ad.AnnData, path: str | os.PathLike, *, n: int = 6
     # A bare Figure (no pyplot) leaves the user's backend and open figures alone.
     from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from skimage.segmentation import find_boundaries
 
     if "image" not in adata.obsm:
         raise ValueError('adata has no obsm["image"] crops')
@@ -1092,6 +1162,65 @@ def plot_contact_sheet(adata: ad.AnnData, path: str | os.PathLike, *, n: int = 6
     k = min(n, len(images))
     if k == 0:
         raise ValueError("adata has no crops to show")
+    meta = adata.uns.get("cellbridge", {})
+    domain = meta.get("domain", "image")
+    field = _qc_field(adata)
+    counts = meta.get("segmentation")
+    fig = Figure(figsize=(15.5, 5.4) if field is not None else (5.6, 5.6))
+    grid = fig.add_gridspec(2, 3, width_ratios=[1.25, 0.8, 1.0]) if field is not None else fig.add_gridspec(1, 1)
+
+    if field is not None:
+        image, labels, table, name = field
+        ax = fig.add_subplot(grid[:, 0])
+        lo, hi = np.percentile(image, [1, 99.8])
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        overlay = np.zeros((*labels.shape, 4))
+        edges = find_boundaries(labels, mode="inner")
+        fate_of = dict(zip(table["label"], table["fate"], strict=True))
+        from matplotlib.colors import to_rgba
+
+        for label in np.unique(labels[edges]):
+            if label:
+                overlay[edges & (labels == label)] = to_rgba(_FATE_COLOURS[fate_of[label]])
+        ax.imshow(overlay, interpolation="nearest")
+        ax.set_xlabel("x (field pixels)", fontsize=9)
+        ax.set_ylabel("y (field pixels)", fontsize=9)
+        ax.tick_params(labelsize=8)
+        here = table["fate"].value_counts()
+        ax.set_title(f"field {name}: {len(table)} objects, {here.get('kept', 0)} kept", fontsize=10)
+        ax.legend(
+            handles=[Patch(color=c, label=f"{f} ({here.get(f, 0)})") for f, c in _FATE_COLOURS.items()],
+            loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, fontsize=8.5, frameon=False,
+        )
+        bars = fig.add_subplot(grid[0, 1])
+        if counts:
+            reasons = ["kept", "small", "large", "border"]
+            values = [counts["kept"], counts["dropped_small"], counts["dropped_large"], counts["dropped_border"]]
+            ypos = np.arange(len(reasons))[::-1]
+            bars.barh(ypos, values, color=[_FATE_COLOURS[r] for r in reasons])
+            bars.set_yticks(ypos)
+            bars.set_yticklabels(["kept", "dropped: too small", "dropped: too large", "dropped: at border"], fontsize=8.5)
+            for y, v in zip(ypos, values, strict=True):
+                bars.annotate(f"{v}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8.5)
+            bars.set_xlim(0, max(values) * 1.2 or 1)
+            bars.set_xlabel("segmented objects (all fields)", fontsize=9)
+            bars.set_title(f"{counts['n_objects']} objects in {counts['n_fields']} fields", fontsize=10)
+            bars.tick_params(axis="x", labelsize=8)
+        hist = fig.add_subplot(grid[1, 1])
+        native = adata.obsm.get("morphology_native")
+        if native is not None and "area" in native:
+            hist.hist(np.asarray(native["area"], dtype=float), bins=30, color=_FATE_COLOURS["kept"], alpha=0.8)
+            min_area = meta.get("params", {}).get("min_area")
+            if isinstance(min_area, (int, float, np.integer, np.floating)):
+                hist.axvline(float(min_area), color=_FATE_COLOURS["small"], linestyle="--", label=f"min_area = {min_area:g}")
+                hist.legend(fontsize=8, frameon=False)
+        hist.set_xlabel("nucleus area (field pixels), kept nuclei", fontsize=9)
+        hist.set_ylabel("nuclei", fontsize=9)
+        hist.tick_params(labelsize=8)
+        sheet_ax = fig.add_subplot(grid[:, 2])
+    else:
+        sheet_ax = fig.add_subplot(grid[0, 0])
+
     chosen = np.sort(np.random.default_rng(seed).choice(len(images), size=k, replace=False))
     cols = int(np.ceil(np.sqrt(k)))
     rows = int(np.ceil(k / cols))
@@ -1102,11 +1231,10 @@ def plot_contact_sheet(adata: ad.AnnData, path: str | os.PathLike, *, n: int = 6
         r, c = divmod(j, cols)
         mosaic[r * (s + 1) : r * (s + 1) + s, c * (s + 1) : c * (s + 1) + s] = images[idx]
     vmax = float(np.nanpercentile(mosaic, 99.9)) or 1.0
-    fig = Figure(figsize=(max(2.0, cols * 0.6), max(2.0, rows * 0.6)))
-    ax = fig.subplots()
     cmap = colormaps["gray"].with_extremes(bad="#3b3b8f")
-    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
-    ax.set_axis_off()
-    domain = adata.uns.get("cellbridge", {}).get("domain", "image")
-    ax.set_title(f"{domain}: {k} of {adata.n_obs} nuclei", fontsize=8)
+    sheet_ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+    sheet_ax.set_axis_off()
+    sheet_ax.set_title(f"{k} of {adata.n_obs} crops ({s} x {s} px, as the model sees them)", fontsize=10)
+    fig.suptitle(f"{domain}: segmentation and crops", fontsize=11.5)
+    fig.tight_layout()
     return save_figure(fig, path)
