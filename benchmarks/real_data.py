@@ -193,7 +193,7 @@ def bench_config(ds: Dataset, root: Path, workdir: Path, *, smoke: bool) -> dict
         config["alignment"]["warmup_epochs"] = 0
         config["alignment"]["ramp_epochs"] = 1
         if "correspondence" in config["alignment"]:  # the geometric prior, exercised but small
-            config["alignment"]["correspondence"].update(n_landmarks=50, k_grid=[10])
+            config["alignment"]["correspondence"].update(n_landmarks=50, k_grid=[10], n_restarts=1)
     return config
 
 
@@ -436,6 +436,10 @@ def run_cellbridge(ds: Dataset, config: dict, method: str, seed: int) -> dict:
     result = stages.evaluate(config, method, seed)
     latents = {d: read_h5ad(stages.model_dir(config, method, seed) / f"{d}.h5ad", d) for d in config["domains"]}
     metrics = {**result["metrics"], **extra_metrics(ds, config, latents)}
+    # the geometric prior's cost beside the training epochs', in the same process (issue 16: <= 2x)
+    metrics["train_epochs_s"] = float(model.history["seconds"].sum())
+    if "seconds" in model.config.get("correspondence", {}):
+        metrics["prior_s"] = float(model.config["correspondence"]["seconds"])
     return {"metrics": metrics, "seconds": seconds, "peak_mb": peak_rss_mb(), "epochs": len(model.history)}
 
 
@@ -578,10 +582,14 @@ def share_inputs(config: dict, run: str) -> dict:
 
 
 def spawn(ds: Dataset, kind: str, name: str, seed: int, config: dict, workdir: Path, args) -> dict:
-    tag = f"{kind}_{name}_seed{seed}"
+    tag = f"{kind}_{name}_{config.get('run', '')}_seed{seed}"
     cfg = workdir / f"config_{tag}.json"
     cfg.write_text(json.dumps(config))
     result = workdir / f"result_{tag}.json"
+    if args.reuse_results and result.exists():  # an interrupted benchmark picks up where it stopped
+        print(f"[{ds.name}] reusing {result.name}", flush=True)
+        return json.loads(result.read_text())
+    result.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", kind, name, "--child-seed", str(seed), "--datasets", ds.name,
            "--child-config", str(cfg), "--workdir", str(workdir), "--result", str(result),
            "--peer-time-budget", str(args.peer_time_budget), "--peer-timeout", str(args.peer_timeout or 0)]
@@ -791,21 +799,25 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, root: Path, workroot: Pat
         settings = [s for s in settings if s != "anchors"]
     floors = [f for f in _names(args.floors) if not (args.no_reference and f == "none")]
     methods = _names(args.methods)
+    # every run is listed first (run folders linked here, not concurrently), then spawned,
+    # --jobs at a time; rows are recorded in the listed order
+    runs: list[tuple[str, str, str, int, dict]] = []  # (row name, setting, kind, seed, config)
     for setting in [s for s in SETTINGS if s in settings]:
-        cfg = setting_config(config, setting, anchors)
-        for method in methods:
-            for seed in seeds:
-                out = spawn(ds, "cellbridge", method, seed, share_inputs(cfg, f"bench_{setting}"), workdir, args)
-                record(method, setting, seed, out)
+        cfg = share_inputs(setting_config(config, setting, anchors), f"bench_{setting}")
+        runs += [(method, setting, "cellbridge", seed, cfg) for method in methods for seed in seeds]
     # the floors use no supervision: they belong to the unsupervised block
     for floor in floors:
-        for seed in (seeds if floor != "pca" else seeds[:1]):  # PCA is deterministic
-            if floor == "none":
-                cfg = share_inputs(setting_config(config, "unsupervised", anchors), "bench_none")
-                out = spawn(ds, "cellbridge", "none", seed, cfg, workdir, args)
-            else:
-                out = spawn(ds, "floor", floor, seed, config, workdir, args)
-            record(floor, "unsupervised", seed, out)
+        if floor == "none":
+            cfg = share_inputs(setting_config(config, "unsupervised", anchors), "bench_none")
+            runs += [("none", "unsupervised", "cellbridge", seed, cfg) for seed in seeds]
+        else:
+            runs += [(floor, "unsupervised", "floor", seed, config) for seed in (seeds if floor != "pca" else seeds[:1])]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        futures = [pool.submit(spawn, ds, kind, name, seed, cfg, workdir, args) for name, _, kind, seed, cfg in runs]
+        for (name, setting, _, seed, _), future in zip(runs, futures, strict=True):
+            record(name, setting, seed, future.result())
     caps = (f"caps: outer GW iterations {args.peer_max_iter or 'as each peer defaults (1000)'}, "
             f"SCOT+ Sinkhorn iterations {args.scotplus_nits_uot or 'its default (100000)'}, "
             f"self-tuning budget {args.peer_time_budget:.0f} s, timeout {args.peer_timeout or 'none'} s")
@@ -838,11 +850,16 @@ def main() -> None:
                         help="cap on SCOT+'s Sinkhorn iterations per OT problem (its default 100000)")
     parser.add_argument("--peer-time-budget", type=float, default=1800.0, help="self-tuning budget per peer (s)")
     parser.add_argument("--peer-timeout", type=float, default=0, help="kill a peer run after this many s (0: never)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cellbridge and floor runs at a time (each a child process; wall times then share the CPUs)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     parser.add_argument("--reuse-peers", metavar="DIR",
                         help="score peer results DIR[/<data set>]/{peer}.npz made from identical inputs beside them")
     parser.add_argument("--update", action="store_true", help="merge into existing tables instead of replacing them")
+    parser.add_argument("--reuse-results", action="store_true",
+                        help="keep the result of every run already in --workdir (same data set, kind, row, run and seed) "
+                             "instead of running it again: resumes an interrupted benchmark")
     parser.add_argument("--no-reference", action="store_true", help="skip the 'none' floor")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny: few cells, 2 epochs, seed 0, wasserstein unsupervised (+ anchors on sci-CAR), "

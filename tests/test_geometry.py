@@ -13,6 +13,7 @@ import torch
 
 from cellbridge.align import anchor_loss
 from cellbridge.geometry import (
+    consensus_scores,
     correspondence_priors,
     domain_geometry,
     landmark_geodesics,
@@ -61,9 +62,11 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
     xb, bb = _branches(500, rng, dim=12)
     priors = correspondence_priors(
         {"a": representation(xa), "b": representation(xb)}, {"a": np.arange(600), "b": np.arange(500)},
-        n_landmarks=60, k_grid=(10, 20, 30),
+        n_landmarks=60, k_grid=(10, 20, 30), n_restarts=2,
     )
     (prior,) = priors
+    # every landmark restart x k is a candidate; one is kept
+    assert sorted((c["restart"], c["k"]) for c in prior.candidates) == [(r, k) for r in (0, 1) for k in (10, 20, 30)]
     assert [c["chosen"] for c in prior.candidates].count(True) == 1
     restricted = prior.restrict(np.arange(600), np.arange(500))
     idx = rng.integers(600, size=2000)
@@ -102,6 +105,19 @@ def test_selection_keeps_the_consensus_over_a_reflected_run():
     assert best in (1, 2)
     assert score[0] > 1.5 * max(score[1], score[2])
     assert select_candidate(cands[:1], centres_b, weights)[0] == 0
+
+
+def test_consensus_scores_are_scale_free_and_single_out_the_outlier():
+    """Projections of the same cells by four candidates, one of them mirrored: the mirrored
+    one scores highest, the score does not depend on the units of B's representation, and
+    identical candidates disagree by zero."""
+    rng = np.random.default_rng(8)
+    truth = rng.normal(size=(200, 3))
+    runs = [truth + rng.normal(scale=0.05, size=truth.shape) for _ in range(3)] + [-truth]
+    score = consensus_scores(runs)
+    assert np.argmax(score) == 3 and score[3] > 2 * score[:3].max()
+    assert np.allclose(consensus_scores([1e3 * r for r in runs]), score)
+    assert np.allclose(consensus_scores([truth, truth]), 0.0)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
@@ -159,7 +175,9 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert "prior_loss" in history
     assert history["prior_loss"].iloc[-3:].mean() < history["prior_loss"].iloc[:2].mean()
     table = pd.DataFrame(model.config["correspondence"]["candidates"])
-    assert set(table.columns) >= {"domain_a", "domain_b", "k", "gw", "disagreement", "chosen"}
+    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "disagreement", "chosen"}
+    assert len(table) == 3 * 3  # default restarts x the k grid
+    assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1
     # training follows the prior: a cell's nearest cross-domain latent neighbour is in the group
     # its prior partners come from about as often as the partners themselves are

@@ -25,16 +25,20 @@ Steps, per domain:
    connectivity graph over the sampled cells, shortest paths from every medoid,
    divided by the maximum.
 
+Steps 2-3 are repeated for ``n_restarts`` independent landmark sets (k-means seeds).
 Then between the first domain and each other one, an entropic GW coupling between the landmark distance
-matrices (POT), from several neighbourhood sizes ``k`` (:func:`gw_candidates`), and
-**unsupervised selection** (:func:`select_candidate`): the GW objective cannot tell
+matrices (POT), for every restart and neighbourhood size ``k`` (:func:`gw_candidates`), and
+**unsupervised selection** (:func:`consensus_scores`): the GW objective cannot tell
 the true correspondence from a reflected one (a developmental trajectory matched end
 to end scores as well or better: measured on scNMT-seq), and GW values under
 different ``k`` are not comparable. The candidate kept is the *consensus*: the one
 whose correspondence agrees most with the other candidates' (mean squared distance
-between their barycentric projections), i.e. the correspondence that survives a
-change of neighbourhood size. A spurious symmetric solution is found by few settings;
-the structure both domains share by many.
+between where they send the same cells of the first domain), i.e. the correspondence
+that survives a change of neighbourhood size and of landmarks. A spurious symmetric
+solution is found by few settings; the structure both domains share by many.
+Measured on PBMC (label transfer of the prior itself, shared types): with one landmark
+set 0.81-0.91 over 4 seeds, and one seed swapped types (0.28) with 600 landmarks; with
+three sets of 300, 0.812 +- 0.008 over 5 seeds.
 
 Cost: k-means and the assignment are O(n L); the kNN graph and the shortest paths are
 computed on at most ``max_cells`` cells; GW is O(L^3) per iteration, independent of n.
@@ -66,6 +70,7 @@ __all__ = [
     "landmark_label_cost",
     "landmarks",
     "representation",
+    "consensus_scores",
     "select_candidate",
 ]
 
@@ -78,6 +83,13 @@ MAX_CELLS = 20_000
 K_GRID = (10, 20, 30, 50)
 #: entropic regularisation of GW relative to distances scaled to [0, 1]
 EPSILON = 5e-3
+#: outer GW iterations: at eps 5e-3 the GW value is settled to 5 digits by 50 (measured on
+#: scNMT-seq landmarks: 0.025074 after 50, 0.025076 after 200), at a quarter of the time
+GW_MAX_ITER = 50
+#: independent landmark sets per domain (see :func:`correspondence_priors`)
+N_RESTARTS = 3
+#: cells of the first domain on which candidate correspondences are compared
+CONSENSUS_CELLS = 5000
 
 
 # ----------------------------------------------------------------------------- per domain
@@ -197,6 +209,7 @@ def domain_geometry(
     k_grid: Sequence[int] = K_GRID,
     n_landmarks: int = N_LANDMARKS,
     max_cells: int = MAX_CELLS,
+    cells_per_landmark: int = 4,
     seed: int = 0,
 ) -> DomainGeometry:
     """Landmarks and landmark geodesics of the representation ``x`` of ``cells``.
@@ -211,7 +224,7 @@ def domain_geometry(
     xs = _correlation_rows(x[sample])
     # at least four cells a landmark: finer landmarks only make GW slower (O(L^3)) without
     # adding structure the kNN graph can resolve
-    n_landmarks = max(2, min(n_landmarks, len(sample) // 4))
+    n_landmarks = max(2, min(n_landmarks, len(sample) // cells_per_landmark))
     centres, assign_s, medoids = landmarks(xs, n_landmarks, seed=seed)
     if len(sample) == len(x):
         assignment = assign_s
@@ -371,7 +384,7 @@ def gw_candidates(
     gb: DomainGeometry,
     *,
     epsilon: float = EPSILON,
-    max_iter: int = 200,
+    max_iter: int = GW_MAX_ITER,
     label_cost: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """One entropic GW coupling per neighbourhood size shared by both geometries.
@@ -396,30 +409,47 @@ def gw_candidates(
     return out
 
 
+def consensus_scores(projections: Sequence[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
+    """Mean disagreement of each candidate correspondence with the others.
+
+    ``projections[c]`` maps the same points of domain A (rows) into domain B's
+    representation under candidate ``c``. The disagreement of two candidates is the
+    (``weights``-weighted) mean squared distance between their projections, divided by
+    the total variance of the projections; a candidate's score is its mean over the
+    other candidates. Lower is more consensual.
+    """
+    n_c = len(projections)
+    if n_c == 1:
+        return np.zeros(1)
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in projections])
+    w = np.full(stacked.shape[1], 1.0 / stacked.shape[1]) if weights is None else np.asarray(weights, float) / np.sum(weights)
+    pooled = stacked.reshape(-1, stacked.shape[2])
+    variance = float(((pooled - pooled.mean(0)) ** 2).sum(1).mean()) or 1.0
+    score = np.zeros(n_c)
+    for i, j in itertools.combinations(range(n_c), 2):
+        d = float((((stacked[i] - stacked[j]) ** 2).sum(1) * w).sum() / variance)
+        score[i] += d
+        score[j] += d
+    return score / (n_c - 1)
+
+
+def _row_projection(plan: np.ndarray, centres_b: np.ndarray) -> np.ndarray:
+    """Barycentric projection of A's landmarks into B: rows of ``plan`` normalised, times B's centres."""
+    plan = np.asarray(plan)
+    rows = plan.sum(1, keepdims=True)
+    return (plan / np.where(rows > 0, rows, 1.0)) @ centres_b
+
+
 def select_candidate(candidates: Sequence[Mapping[str, Any]], centres_b: np.ndarray, weights_a: np.ndarray) -> tuple[int, np.ndarray]:
     """Index of the consensus candidate and every candidate's disagreement score.
 
-    Each candidate maps the landmarks of domain A to a point of domain B's
-    representation (its barycentric projection ``coupling @ centres_b``, rows
-    normalised). The disagreement of a candidate is its mean squared distance to the
-    other candidates' projections, weighted by landmark mass and divided by B's total
-    variance; the candidate with the lowest disagreement is kept. With one candidate,
-    it is kept.
+    All candidates share one pair of landmark sets. Each maps the landmarks of
+    domain A to a point of domain B's representation (its barycentric projection
+    ``coupling @ centres_b``, rows normalised); the candidate whose projection
+    disagrees least with the others' (:func:`consensus_scores`, weighted by landmark
+    mass) is kept. With one candidate, it is kept.
     """
-    if len(candidates) == 1:
-        return 0, np.zeros(1)
-    variance = float(((centres_b - centres_b.mean(0)) ** 2).sum(1).mean()) or 1.0
-    proj = []
-    for c in candidates:
-        plan = np.asarray(c["coupling"])
-        rows = plan.sum(1, keepdims=True)
-        proj.append((plan / np.where(rows > 0, rows, 1.0)) @ centres_b)
-    score = np.zeros(len(candidates))
-    for i, j in itertools.combinations(range(len(candidates)), 2):
-        d = float((((proj[i] - proj[j]) ** 2).sum(1) * weights_a).sum() / weights_a.sum() / variance)
-        score[i] += d
-        score[j] += d
-    score /= len(candidates) - 1
+    score = consensus_scores([_row_projection(c["coupling"], centres_b) for c in candidates], weights_a)
     return int(np.argmin(score)), score
 
 
@@ -431,6 +461,7 @@ def correspondence_priors(
     n_landmarks: int = N_LANDMARKS,
     epsilon: float = EPSILON,
     max_cells: int = MAX_CELLS,
+    n_restarts: int = N_RESTARTS,
     seed: int = 0,
     label_codes: Mapping[str, np.ndarray] | None = None,
 ) -> list[CorrespondencePrior]:
@@ -444,6 +475,11 @@ def correspondence_priors(
         Per domain, the indices of the cells the prior may use (e.g. all but test cells).
     k_grid, n_landmarks, epsilon, max_cells
         Neighbourhood sizes tried, landmarks per domain, GW entropy, graph sample size.
+    n_restarts
+        Independent landmark sets (k-means seeds) per domain. Every restart x ``k``
+        gives a candidate; the consensus over all of them is kept. GW from a given
+        pair of landmark sets sometimes lands in a swapped local optimum that the
+        other ``k`` of the same restart share; another landmark set rarely repeats it.
     seed
         Seed of k-means and the graph sample (a model passes its own seed, so the
         spread over training seeds includes the prior's).
@@ -451,31 +487,52 @@ def correspondence_priors(
         Per domain, integer label codes of *all* cells (``-1`` unknown). When given,
         the couplings are fused GW: landmarks whose label mixtures disagree cost
         more to match (:func:`landmark_label_cost`).
+
+    Notes
+    -----
+    The consensus compares candidates on the same cells: a seeded sample of at most
+    ``CONSENSUS_CELLS`` of the first domain's cells, each mapped into the other domain's
+    representation through its landmark's row of the coupling. Memory stays O(n).
     """
     names = list(representations)
-    geoms = {
-        name: domain_geometry(
-            np.asarray(representations[name])[cells[name]], cells[name], k_grid=k_grid, n_landmarks=n_landmarks,
-            max_cells=max_cells, seed=seed,
-        )
-        for name in names
-    }
-    priors = []
+    n_restarts = max(1, int(n_restarts))
+    reps = {name: np.asarray(representations[name])[cells[name]] for name in names}
+    geoms = [
+        {
+            name: domain_geometry(
+                reps[name], cells[name], k_grid=k_grid, n_landmarks=n_landmarks, max_cells=max_cells,
+                seed=seed + 1000 * r,
+            )
+            for name in names
+        }
+        for r in range(n_restarts)
+    ]
     a = names[0]  # a star from the first domain: training draws every other domain's batch from it
+    rng = np.random.default_rng([seed, 29])
+    n_a = len(cells[a])
+    probe = np.sort(rng.choice(n_a, CONSENSUS_CELLS, replace=False)) if n_a > CONSENSUS_CELLS else np.arange(n_a)
+    priors = []
     for b in names[1:]:
-        cost = None
-        if label_codes is not None:
-            cost = landmark_label_cost(geoms[a], geoms[b], label_codes[a], label_codes[b])
-        cands = gw_candidates(geoms[a], geoms[b], epsilon=epsilon, label_cost=cost)
-        best, score = select_candidate(cands, geoms[b].centres, geoms[a].weights)
+        cands, projections = [], []
+        for r, g in enumerate(geoms):
+            cost = None
+            if label_codes is not None:
+                cost = landmark_label_cost(g[a], g[b], label_codes[a], label_codes[b])
+            for c in gw_candidates(g[a], g[b], epsilon=epsilon, label_cost=cost):
+                c["restart"] = r
+                cands.append(c)
+                projections.append(_row_projection(c["coupling"], g[b].centres)[g[a].assignment[probe]])
+        score = consensus_scores(projections)
+        best = int(np.argmin(score))
         table = [
-            {"domain_a": a, "domain_b": b, "k": c["k"], "epsilon": c["epsilon"], "gw": round(c["gw"], 6),
-             "disagreement": round(float(s), 6), "chosen": i == best}
-            for i, (c, s) in enumerate(zip(cands, score, strict=True))
+            {"domain_a": a, "domain_b": b, "restart": c["restart"], "k": c["k"], "epsilon": c["epsilon"],
+             "gw": round(c["gw"], 6), "disagreement": round(float(sc), 6), "chosen": i == best}
+            for i, (c, sc) in enumerate(zip(cands, score, strict=True))
         ]
         logger.info(
-            "correspondence %s-%s: k=%s chosen of %s (disagreement %s)", a, b, cands[best]["k"],
-            [c["k"] for c in cands], np.round(score, 3).tolist(),
+            "correspondence %s-%s: restart %d, k=%s chosen of %d candidates (disagreement %s)", a, b,
+            cands[best]["restart"], cands[best]["k"], len(cands), np.round(score, 3).tolist(),
         )
-        priors.append(CorrespondencePrior(a, b, geoms[a], geoms[b], cands[best]["coupling"], table))
+        g = geoms[cands[best]["restart"]]
+        priors.append(CorrespondencePrior(a, b, g[a], g[b], cands[best]["coupling"], table))
     return priors

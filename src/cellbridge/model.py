@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -395,9 +396,10 @@ class CrossModalModel:
     def correspondence_priors(self, *, use_test_cells: bool = False) -> list:
         """The geometric correspondence priors of this model's data (computed once, then cached).
 
-        The candidates tried and the one chosen (neighbourhood size, GW value,
-        disagreement with the other candidates) are recorded in
-        ``config["correspondence"]["candidates"]``, saved with the model.
+        The candidates tried and the one chosen (landmark restart, neighbourhood size,
+        GW value, disagreement with the other candidates) are recorded in
+        ``config["correspondence"]["candidates"]`` and the time spent in
+        ``config["correspondence"]["seconds"]``, saved with the model.
         """
         from .geometry import correspondence_priors, representation
 
@@ -405,7 +407,9 @@ class CrossModalModel:
         if options.pop("method") != "gw":
             return []
         options.pop("candidates", None)
+        options.pop("seconds", None)
         if self.priors is None:
+            t0 = time.perf_counter()
             reps = {
                 name: representation(self.adatas[name].X, modality=self.config["domains"][name]["modality"])
                 for name in self.domains
@@ -414,6 +418,8 @@ class CrossModalModel:
             options.setdefault("seed", self.config["seed"])  # the prior's randomness is part of the run's
             self.priors = correspondence_priors(reps, cells, label_codes=self._label_codes(), **options)
             self.config["correspondence"]["candidates"] = [row for p in self.priors for row in p.candidates]
+            # the prior's cost beside the history's per-epoch seconds (issue 16: <= 2x training)
+            self.config["correspondence"]["seconds"] = round(time.perf_counter() - t0, 3)
         return self.priors
 
     def _label_codes(self) -> dict[str, np.ndarray] | None:
@@ -684,7 +690,7 @@ def _correspondence_config(
     if method == "auto":
         method = "gw" if alignment != "none" and n_domains > 1 and not supervised else "none"
     options = dict(options or {})
-    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "seed"}
+    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "seed"}
     if unknown:
         raise ValueError(f"unknown correspondence option(s) {sorted(unknown)}")
     if "k_grid" in options:
