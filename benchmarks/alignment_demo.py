@@ -13,14 +13,16 @@ conditional discriminator: the geometric correspondence prior is then on by defa
 and with the config's label supervision; ``none`` is trained once, in the first setting. Prints one row per method,
 latent size and seed, then the mean, standard deviation, minimum and maximum over seeds,
 and writes both tables to benchmarks/results/alignment_demo.tsv and
-alignment_demo_summary.tsv.
+alignment_demo_summary.tsv: a run replaces both files, unless ``--update`` merges its rows
+into the table already there (rows of the same setting, method, latent size and seed are
+replaced, all others kept; the summary is recomputed from the merged table).
 
 Targets: adversarial, wasserstein and mmd reach FOSCTTM <= 0.10 and kNN label transfer
 >= 0.90 between image and RNA; `none` stays at FOSCTTM >= 0.30; image -> RNA mean
 per-gene Pearson over the most variable genes >= 0.5; training under 3 minutes per method.
 
     .venv/bin/python benchmarks/alignment_demo.py [--methods adversarial,wasserstein,mmd,none] [--seeds 0,1,2]
-        [--latent-dims 8,16] [--settings unsupervised,labels] [--jobs 2]
+        [--latent-dims 8,16] [--settings unsupervised,labels] [--jobs 2] [--update]
 """
 
 from __future__ import annotations
@@ -91,6 +93,26 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+KEYS = ["setting", "method", "latent", "seed"]
+
+
+def merge_rows(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """The table at ``path`` (if any) with ``new``'s rows added, replacing rows of the same
+    setting, method, latent size and seed; sorted by setting and method (each in the order first
+    seen), then latent size and seed."""
+    if not path.exists():
+        return new
+    old = pd.read_csv(path, sep="\t")
+    fresh = pd.MultiIndex.from_frame(new[KEYS].astype({"latent": int, "seed": int}))
+    kept = old[~pd.MultiIndex.from_frame(old[KEYS].astype({"latent": int, "seed": int})).isin(fresh)]
+    merged = pd.concat([kept, new], ignore_index=True)
+    order = {k: {v: i for i, v in enumerate(dict.fromkeys(merged[k]))} for k in ("setting", "method")}
+    merged = merged.sort_values(
+        KEYS, key=lambda col: col.map(order[col.name]) if col.name in order else col, kind="stable"
+    )
+    return merged.reset_index(drop=True)
+
+
 def at_latent_size(config: dict, latent_dim: int) -> dict:
     """A copy of ``config`` at ``latent_dim``, in its own run folder that shares the prepared data."""
     out = copy.deepcopy(config)
@@ -140,6 +162,12 @@ def main() -> None:
     parser.add_argument("--settings", default="labels", help="comma-separated: unsupervised, labels")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="merge into the existing result tables (rows of the same setting, method, latent and seed"
+        " replaced) instead of replacing them",
+    )
     args = parser.parse_args()
     config = load_config(args.config)
     config["run"] = "bench"
@@ -166,6 +194,8 @@ def main() -> None:
             rows.append(future.result())
             print(pd.DataFrame([rows[-1]]).round(3).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
+    if args.update:
+        table = merge_rows(OUT, table)
     summary = summarise(table)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(OUT, sep="\t", index=False)

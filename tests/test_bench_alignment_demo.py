@@ -59,3 +59,23 @@ def test_unsupervised_setting_drops_every_label_use(tmp_path, monkeypatch):
     assert demo.in_setting(config, "labels") == config
     with pytest.raises(ValueError, match="setting"):
         demo.in_setting(config, "anchors")
+
+
+def test_update_merges_into_the_existing_table(tmp_path):
+    """--update keeps the other setting's rows and replaces only the same setting, method, latent and seed."""
+    path = tmp_path / "alignment_demo.tsv"
+
+    def row(setting, method, seed, foscttm):
+        return {"setting": setting, "method": method, "latent": 8, "seed": seed, "FOSCTTM": foscttm}
+
+    pd.DataFrame([row("labels", "mmd", 0, 0.09), row("labels", "mmd", 1, 0.10)]).to_csv(path, sep="\t", index=False)
+    new = pd.DataFrame([row("unsupervised", "mmd", 0, 0.42), row("labels", "mmd", 1, 0.11)])
+
+    merged = demo.merge_rows(path, new)
+
+    assert merged[["setting", "seed", "FOSCTTM"]].values.tolist() == [
+        ["labels", 0, 0.09],
+        ["labels", 1, 0.11],
+        ["unsupervised", 0, 0.42],
+    ]
+    assert demo.merge_rows(tmp_path / "absent.tsv", new).equals(new)
