@@ -140,9 +140,22 @@ FAST_DOMAIN_KWARGS = {
 }
 
 
+#: a cheap geometric correspondence prior (one neighbourhood size, coarser entropy) for tests
+#: that train with the prior on (``correspondence="auto"``, unsupervised) but do not test the
+#: prior itself: the package default (3 restarts x 4 k, eps 0.005) costs many times a tiny
+#: model's training on a CPU; the prior's own behaviour is tested in tests/test_geometry.py
+FAST_PRIOR = {"k_grid": [10], "epsilon": 0.02, "n_restarts": 1}
+
+
 def fast_model(adatas, **kwargs):
-    """A :class:`~cellbridge.CrossModalModel` with tiny layers (for tests)."""
+    """A :class:`~cellbridge.CrossModalModel` with tiny layers (for tests).
+
+    The correspondence prior stays as ``correspondence`` resolves it (on for unsupervised
+    aligned training), computed with :data:`FAST_PRIOR` unless ``correspondence_kwargs`` is given.
+    """
     from cellbridge.model import CrossModalModel
+
+    kwargs.setdefault("correspondence_kwargs", dict(FAST_PRIOR))
 
     domain_kwargs = {k: dict(FAST_DOMAIN_KWARGS[k]) for k in adatas if k in FAST_DOMAIN_KWARGS}
     for name, opts in kwargs.pop("domain_kwargs", {}).items():

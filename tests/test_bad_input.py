@@ -43,7 +43,9 @@ PROJECT = {
     },
     "preprocess": {"rna": {"min_genes": 1, "min_cells": 1, "n_top_genes": 10, "min_cells_after_qc": 5}},
     "model": {"latent_dim": 4},
-    "alignment": {"methods": ["mmd"], "warmup_epochs": 0, "ramp_epochs": 0},
+    # the correspondence prior stays on (unsupervised mmd), at the tests' cheap settings
+    "alignment": {"methods": ["mmd"], "warmup_epochs": 0, "ramp_epochs": 0,
+                  "correspondence": {"k_grid": [10], "epsilon": 0.02, "n_restarts": 1}},
     "training": {"max_epochs": 2, "batch_size": 32, "threads": 1, "checkpoint_every": 1},
 }
 

@@ -1,6 +1,7 @@
 """A training job killed halfway resumes from its checkpoint when rerun (no lost work)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,9 @@ CONFIG = {
         "image": {"modality": "image", "input": "simulated", "annotations": "simulated"},
     },
     "preprocess": {"rna": {"n_top_genes": 80, "min_genes": 10, "max_pct_mito": 100, "min_cells_after_qc": 20}},
-    "alignment": {"methods": ["mmd"], "warmup_epochs": 1, "ramp_epochs": 1},
+    # unsupervised mmd: the correspondence prior is on (resumed runs recompute it), at cheap settings
+    "alignment": {"methods": ["mmd"], "warmup_epochs": 1, "ramp_epochs": 1,
+                  "correspondence": {"k_grid": [10], "epsilon": 0.02, "n_restarts": 1}},
     "training": {"max_epochs": EPOCHS, "checkpoint_every": 1, "batch_size": 32, "threads": 1},
 }
 
@@ -39,12 +42,21 @@ def _checkpoint_epoch(path: Path) -> int:
         return 0
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A project folder with the config, simulated and prepared data (shared, copied per test)."""
+    work = tmp_path_factory.mktemp("resume_prepared")
+    (work / "c.yaml").write_text(yaml.safe_dump(CONFIG))
+    for step in (["simulate"], ["prepare"]):
+        subprocess.run(_cli(*step, cwd=work), cwd=work, check=True, capture_output=True)
+    return work
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_killed_training_resumes_from_checkpoint(tmp_path, sig):
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(CONFIG))
-    for step in (["simulate"], ["prepare"]):
-        subprocess.run(_cli(*step, cwd=tmp_path), cwd=tmp_path, check=True, capture_output=True)
+def test_killed_training_resumes_from_checkpoint(prepared, tmp_path, sig):
+    tmp_path = tmp_path / "project"
+    shutil.copytree(prepared, tmp_path, symlinks=True)  # inputs only: no checkpoint, no model yet
     ckpt = tmp_path / "results" / "resume" / "checkpoints" / "mmd" / "seed0" / "checkpoint.pt"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(_cli("train", "-m", "mmd", "-q", cwd=tmp_path), cwd=tmp_path, env=env,

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import anndata as ad
@@ -130,11 +131,15 @@ def _override(config: dict, dotted: str, value) -> dict:
     return out
 
 
-def dry_run_jobs(workdir: Path, config: dict, *extra: str) -> set[tuple[str, str]]:
-    """(rule, method or domain) of every job a dry run schedules, the 'all' target aside."""
-    cfg = workdir / "changed.yaml"
+def dry_run_jobs(workdir: Path, config: dict, *extra: str, name: str = "changed") -> set[tuple[str, str]]:
+    """(rule, method or domain) of every job a dry run schedules, the 'all' target aside.
+
+    ``name`` names the config file written into ``workdir`` (distinct names let dry runs
+    share the work folder at the same time; --nolock, as a dry run writes nothing).
+    """
+    cfg = workdir / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    proc = run_snakemake(workdir, cfg, "-n", *extra)
+    proc = run_snakemake(workdir, cfg, "-n", "--nolock", *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = set()
     for rule, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", proc.stdout, flags=re.M):
@@ -167,10 +172,37 @@ RERUNS = [
 ]
 
 
+#: command-line overrides -> exactly the jobs that must rerun
+OVERRIDES = [
+    ("alignment={weight: 0.5}", _after_training("mmd")),
+    ("training={max_epochs: 4}", _after_training("mmd", "none")),
+    ("alignment={mmd: {unbiased: true}}", _after_training("mmd")),
+    ("training={early_stopping_patience: null}", set()),  # null is the default: nothing changes
+]
+
+
+@pytest.fixture(scope="module")
+def planned(tiny_run) -> dict[str, Future]:
+    """The dry runs of every RERUNS and OVERRIDES case on the one finished tiny run.
+
+    Each is a separate snakemake process in the same work folder; they run two at a time
+    (a dry run keeps one core busy; CI has two) and each test reads its own result, so
+    a failing dry run fails the test of its case.
+    """
+    pool = ThreadPoolExecutor(2)
+    runs = {}
+    for i, (key, value, _) in enumerate(RERUNS):
+        runs[key] = pool.submit(dry_run_jobs, tiny_run, _override(TINY, key, value), name=f"rerun{i}")
+    for i, (override, _) in enumerate(OVERRIDES):
+        runs[override] = pool.submit(dry_run_jobs, tiny_run, TINY, "--config", override, name=f"override{i}")
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("key,value,expected", RERUNS, ids=[r[0] for r in RERUNS])
-def test_a_config_change_reruns_exactly_the_affected_jobs(tiny_run, key, value, expected):
-    jobs = dry_run_jobs(tiny_run, _override(TINY, key, value))
+def test_a_config_change_reruns_exactly_the_affected_jobs(planned, key, value, expected):
+    jobs = planned[key].result()
     if expected is None:
         assert ("simulate", "") in jobs and len(jobs) == 1 + 3 + 2 * 3 + 2
     else:
@@ -178,17 +210,9 @@ def test_a_config_change_reruns_exactly_the_affected_jobs(tiny_run, key, value, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "override,expected",
-    [
-        ("alignment={weight: 0.5}", _after_training("mmd")),
-        ("training={max_epochs: 4}", _after_training("mmd", "none")),
-        ("alignment={mmd: {unbiased: true}}", _after_training("mmd")),
-        ("training={early_stopping_patience: null}", set()),  # null is the default: nothing changes
-    ],
-)
-def test_config_overrides_on_the_command_line_are_typed(tiny_run, override, expected):
-    assert dry_run_jobs(tiny_run, TINY, "--config", override) == expected
+@pytest.mark.parametrize("override,expected", OVERRIDES)
+def test_config_overrides_on_the_command_line_are_typed(planned, override, expected):
+    assert planned[override].result() == expected
 
 
 def test_invalid_config_stops_the_workflow_naming_the_key(tmp_path):

@@ -52,6 +52,9 @@ MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.tsv"
 
+#: What computing the correspondence prior adds to ``config["correspondence"]`` (results, not settings)
+PRIOR_OUTPUTS = ("candidates", "seconds")
+
 #: Modalities whose prepared ``X`` is non-negative by contract (docs/design.md): RNA is
 #: log1p-normalised, ATAC a TF-IDF of 0/1 values. Predictions in their ``X`` space are
 #: clipped at 0 (a Gaussian decoder can undershoot); protein CLR and features can be negative.
@@ -386,12 +389,20 @@ class CrossModalModel:
         check_label_supervision(self.data, self.config["label_key"], self.config["labels"], use_test_cells=use_test_cells)
         priors = self.correspondence_priors(use_test_cells=use_test_cells) if prior_weight > 0 else []
         trainer = Trainer(
-            self.module, self.data, plan, anchors=self.anchors, priors=priors, device=self.device, fingerprint=self.config,
+            self.module, self.data, plan, anchors=self.anchors, priors=priors, device=self.device, fingerprint=self._settings(),
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
             callbacks=callbacks,
         )
         self.history = trainer.fit()
         return self.history
+
+    def _settings(self) -> dict[str, Any]:
+        """The config without what training measured (the prior's candidates and seconds):
+        the checkpoint fingerprint, so that a resumed run is recognised as the same run."""
+        out = dict(self.config)
+        if "correspondence" in out:
+            out["correspondence"] = {k: v for k, v in out["correspondence"].items() if k not in PRIOR_OUTPUTS}
+        return out
 
     def correspondence_priors(self, *, use_test_cells: bool = False) -> list:
         """The geometric correspondence priors of this model's data (computed once, then cached).
@@ -406,8 +417,8 @@ class CrossModalModel:
         options = dict(self.config.get("correspondence") or {"method": "none"})
         if options.pop("method") != "gw":
             return []
-        options.pop("candidates", None)
-        options.pop("seconds", None)
+        for key in PRIOR_OUTPUTS:
+            options.pop(key, None)
         if self.priors is None:
             t0 = time.perf_counter()
             reps = {
