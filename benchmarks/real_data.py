@@ -201,6 +201,8 @@ def setting_config(config: dict, setting: str, anchors: Path | None) -> dict:
     """The config of one supervision setting (a deep copy)."""
     config = json.loads(json.dumps(config))
     config["alignment"]["labels"]["use"] = setting == "labels"
+    # with labels, the `none` row is the label-matching reference: the classifier, no aligner
+    config["alignment"]["labels"]["baseline"] = setting == "labels"
     if setting == "anchors":
         config["alignment"]["anchors"].update(table=str(anchors), fraction=ANCHOR_FRACTION)
     return config

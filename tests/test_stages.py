@@ -67,3 +67,20 @@ def test_reference_to_query_translation_with_a_saved_model(tmp_path):
     with pytest.raises(InputError, match=str(doms["rna"].var_names[0])):
         stages.translate_query(tmp_path / "model", "rna", "image", tmp_path / "bad.h5ad", tmp_path / "bad_out.h5ad")
     assert not (tmp_path / "bad_out.h5ad").exists()
+
+
+def test_the_none_reference_takes_labels_only_when_asked(tmp_path):
+    """Aligners use the label classifier when labels are on; the 'none' reference only with
+    alignment.labels.baseline (label matching without an aligner), and the train stage's
+    settings digest follows, so switching it reruns the 'none' model."""
+    config = _config(tmp_path, tmp_path / "rna.csv")
+    config["label_key"] = "cell_type"
+    assert not stages.uses_labels(config, "mmd") and not stages.uses_labels(config, "none")
+    config["alignment"]["labels"]["use"] = True
+    assert stages.uses_labels(config, "mmd") and not stages.uses_labels(config, "none")
+    before = stages.stage_settings(config, "train", method="none")
+    config["alignment"]["labels"]["baseline"] = True
+    assert stages.uses_labels(config, "none")
+    assert stages.stage_settings(config, "train", method="none") != before
+    config["alignment"]["labels"]["use"] = False  # no labels at all: the switch alone does nothing
+    assert not stages.uses_labels(config, "none")

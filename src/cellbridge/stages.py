@@ -241,6 +241,21 @@ def aligner_options(config: dict[str, Any], method: str) -> dict[str, Any]:
     return {k: v for k, v in config["alignment"].get(method, {}).items() if k != "weight"}
 
 
+def uses_labels(config: dict[str, Any], method: str) -> bool:
+    """Whether ``method`` trains with the label classifier.
+
+    Aligners do when ``alignment.labels.use`` is set (or their options are conditional).
+    ``none`` is the no-alignment reference: independent autoencoders, without labels
+    unless ``alignment.labels.baseline`` asks for the label-matching reference (the
+    label classifier on unaligned autoencoders), which shows what an aligner adds beyond
+    matching labels.
+    """
+    labels = config["alignment"]["labels"]
+    if method == "none":
+        return bool(labels["use"] and labels.get("baseline", False))
+    return bool(labels["use"] or aligner_options(config, method).get("conditional"))
+
+
 def alignment_weight(config: dict[str, Any], method: str) -> float:
     """``alignment.<method>.weight`` when set, else ``alignment.weight``; 0 for ``none``.
 
@@ -258,8 +273,7 @@ def build_model(config: dict[str, Any], adatas: dict, method: str, seed: int):
 
     align = config["alignment"]
     options = aligner_options(config, method)
-    # 'none' is the no-alignment reference: independent autoencoders, no label supervision
-    use_labels = method != "none" and (align["labels"]["use"] or bool(options.get("conditional")))
+    use_labels = uses_labels(config, method)
     return CrossModalModel(
         adatas,
         latent_dim=config["model"]["latent_dim"],
@@ -830,7 +844,7 @@ def stage_settings(
         }
     if stage == "train":
         options = aligner_options(config, method)
-        use_labels = method != "none" and (align["labels"]["use"] or bool(options.get("conditional")))
+        use_labels = uses_labels(config, method)
         # alignment keys not named here (the schedule, the correspondence prior, any added
         # later) count for every method, 'none' included: a prior may apply to it too
         handled = {"methods", "baseline", "weight", "labels", "anchors", *_alignment_methods()}
@@ -841,7 +855,7 @@ def stage_settings(
             "aligner": options,
             "align_weight": alignment_weight(config, method),
             "alignment": {k: v for k, v in align.items() if k not in handled},
-            # labels are off for 'none' (build_model)
+            # labels are off for 'none' unless alignment.labels.baseline (uses_labels)
             "labels": dict(align["labels"], label_key=config["label_key"]) if use_labels else None,
             "anchors": align["anchors"],
         }
