@@ -335,6 +335,31 @@ def _gw_loss(c1: Any, c2: Any, coupling: Any) -> float:
     return float(gwloss(const_c, h1, h2, t))
 
 
+def budgeted_grid(solve, ks, epsilons, budget: float, errors: tuple = ()):
+    """SCOT's self-tuning rule on a time budget: ``solve(k, eps) -> (embedding, gw)`` over
+    ``epsilons`` x ``ks`` (in that order), the lowest GW distance kept.
+
+    A solve raising one of ``errors`` counts as failed (GW = inf). Once ``budget`` seconds
+    have passed (after at least one solve), the remaining settings are listed, not run.
+    Returns ``(best, tried, skipped)``: ``best`` = ``(gw, k, eps, embedding)`` or None.
+    """
+    start, best, tried, left = time.perf_counter(), None, [], []
+    for eps in epsilons:
+        for k in ks:
+            if tried and time.perf_counter() - start >= budget:
+                left.append({"k": k, "epsilon": eps})
+                continue
+            t0 = time.perf_counter()
+            try:
+                z, gw = solve(k, eps)
+            except errors:
+                z, gw = None, float("inf")
+            tried.append({"k": k, "epsilon": eps, "gw_dist": gw, "seconds": time.perf_counter() - t0})
+            if z is not None and (best is None or gw < best[0]):
+                best = (gw, k, eps, z)
+    return best, tried, left
+
+
 def _scotplus_solver(args: argparse.Namespace) -> Any:
     """SCOT+'s ``SinkhornSolver`` at its defaults, but ``--nits-uot`` Sinkhorn iterations when given."""
     from scotplus.solvers import SinkhornSolver
@@ -384,8 +409,6 @@ def run_scotplus(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], di
 
 def run_scotplus_tuned(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """SCOT+ self-tuned: per pair, the lowest GW distortion over ``k`` x ``epsilon`` (time-bounded)."""
-    import time as _time
-
     from sklearn.preprocessing import normalize
 
     feats = {d: normalize(x) for d, x in domain_features(inp).items()}
@@ -394,20 +417,12 @@ def run_scotplus_tuned(inp: Any, args: argparse.Namespace) -> tuple[dict[str, An
     budget = args.time_budget / len(others)
     solver = _scotplus_solver(args)
     for d in others:
-        start, best, tried, left = _time.perf_counter(), None, [], []
-        for eps in SCOTPLUS_TUNE_EPSILONS:
-            for k in SCOTPLUS_TUNE_KS:
-                if tried and _time.perf_counter() - start >= budget:
-                    left.append({"k": k, "epsilon": eps})
-                    continue
-                t0 = _time.perf_counter()
-                try:
-                    zy, _, gw = _scotplus_pair(feats[anchor], feats[d], k, eps, solver)
-                except RuntimeError:
-                    zy, gw = None, float("inf")
-                tried.append({"k": k, "epsilon": eps, "gw_dist": gw, "seconds": _time.perf_counter() - t0})
-                if zy is not None and (best is None or gw < best[0]):
-                    best = (gw, k, eps, zy)
+
+        def solve(k, eps, d=d):
+            zy, _, gw = _scotplus_pair(feats[anchor], feats[d], k, eps, solver)
+            return zy, gw
+
+        best, tried, left = budgeted_grid(solve, SCOTPLUS_TUNE_KS, SCOTPLUS_TUNE_EPSILONS, budget, (RuntimeError,))
         if best is None:
             raise RuntimeError(f"no SCOT+ solve converged for {d}; tried {[(t['k'], t['epsilon']) for t in tried]}")
         gw, k, eps, z[d] = best
@@ -465,25 +480,13 @@ def run_pamona(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict
 
 def run_pamona_tuned(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pamona self-tuned: the lowest (summed) GW distortion over ``k`` x ``epsilon``, time-bounded."""
-    import time as _time
-
     import numpy as np
 
     feats = domain_features(inp)
-    start, best, tried, left = _time.perf_counter(), None, [], []
-    for eps in PAMONA_TUNE_EPSILONS:
-        for k in PAMONA_TUNE_KS:
-            if tried and _time.perf_counter() - start >= args.time_budget:
-                left.append({"k": k, "epsilon": eps})
-                continue
-            t0 = _time.perf_counter()
-            try:
-                z, gw = _pamona_once(feats, k=k, eps=eps, max_iter=args.max_iter)
-            except (RuntimeError, ValueError, np.linalg.LinAlgError):
-                z, gw = None, float("inf")
-            tried.append({"k": k, "epsilon": eps, "gw_dist": gw, "seconds": _time.perf_counter() - t0})
-            if z is not None and (best is None or gw < best[0]):
-                best = (gw, k, eps, z)
+    best, tried, left = budgeted_grid(
+        lambda k, eps: _pamona_once(feats, k=k, eps=eps, max_iter=args.max_iter),
+        PAMONA_TUNE_KS, PAMONA_TUNE_EPSILONS, args.time_budget, (RuntimeError, ValueError, np.linalg.LinAlgError),
+    )
     if best is None:
         raise RuntimeError(f"no Pamona run succeeded; tried {[(t['k'], t['epsilon']) for t in tried]}")
     gw, k, eps, z = best

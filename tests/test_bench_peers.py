@@ -243,3 +243,21 @@ def test_peers_run_package_peers_on_feature_domains(tmp_path, method):
     assert len(dims) == 1
     assert np.isfinite(info["hyperparameters"]["gw_dist"] if method == "pamona"
                        else info["hyperparameters"]["met->rna"]["gw_dist"])
+
+
+def test_budgeted_grid_keeps_the_lowest_gw_and_lists_what_the_budget_left():
+    """SCOT's self-tuning rule shared by the tuned peers: failed solves count as inf, the
+    lowest GW wins, and past the budget the remaining settings are listed, not run."""
+    def solve(k, eps):
+        if k == 20:
+            raise RuntimeError("did not converge")
+        return f"z{k}-{eps}", abs(k - 50) + eps
+
+    best, tried, left = peers_run.budgeted_grid(solve, [20, 50, 100], [1e-2, 1e-3], budget=1e9, errors=(RuntimeError,))
+    assert best[:3] == (1e-3, 50, 1e-3) and best[3] == "z50-0.001"
+    assert len(tried) == 6 and not left
+    assert [t["gw_dist"] for t in tried if t["k"] == 20] == [float("inf")] * 2
+    best, tried, left = peers_run.budgeted_grid(solve, [50, 100], [1e-2, 1e-3], budget=0.0)
+    assert len(tried) == 1 and best[1] == 50 and [(s["k"], s["epsilon"]) for s in left] == [(100, 1e-2), (50, 1e-3), (100, 1e-3)]
+    with pytest.raises(RuntimeError):  # errors not listed propagate
+        peers_run.budgeted_grid(solve, [20], [1e-2], budget=1e9)
