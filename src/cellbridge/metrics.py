@@ -24,6 +24,13 @@ plus :func:`summarize` to reduce per-feature or per-cell values that contain NaN
 
 Quadratic computations (all cross-domain distances, ranks of large matrices) are
 done in blocks of about ``2**22`` numbers so memory stays bounded for 10,000 cells.
+Matrices of translated values and crops are not copied whole: float32 (or integer,
+bool) input keeps its dtype and is converted to float64 one block of rows or columns
+(or one crop) at a time, so the correlations, RMSE, per-feature AUROC, pixel MSE and
+SSIM need a block beyond their input, not another matrix of every cell; only the pooled
+:func:`auroc` ranks every entry at once. Time is still quadratic in cells for alignment,
+neighbours and silhouettes: :mod:`cellbridge.evaluate` passes at most ``max_cells``
+cells of each set (a seeded random sample above that) to every metric.
 """
 
 from __future__ import annotations
@@ -71,6 +78,10 @@ _BLOCK_ELEMENTS = 2**22
 # must come out as uninformative (FOSCTTM 0.5), not as perfect.
 _TIE_RTOL = 1e-10
 
+# Array kinds (bool, signed, unsigned, float) that blocked computations accept without
+# a float64 copy of the whole matrix.
+_REAL_KINDS = "biuf"
+
 # Above this many features the p x p covariance is too large to decompose for sparse
 # input asking for every component.
 _MAX_FEATURES_COVARIANCE_PCA = 4096
@@ -81,11 +92,17 @@ ArrayLike = Any  # numpy array, scipy sparse matrix, or anything np.asarray acce
 # --------------------------------------------------------------------------- input checks
 
 
-def _as_dense_matrix(x: ArrayLike, name: str, *, min_rows: int = 1) -> np.ndarray:
-    """Return ``x`` as a finite 2-D float64 array, or raise a ValueError naming ``name``."""
+def _as_dense_matrix(x: ArrayLike, name: str, *, min_rows: int = 1, keep_dtype: bool = False) -> np.ndarray:
+    """Return ``x`` as a finite 2-D array, or raise a ValueError naming ``name``.
+
+    The array is float64 unless ``keep_dtype``: then real-valued input (bool, integer,
+    float32) is returned as it is, without a copy.
+    """
     if sp.issparse(x):
         x = x.toarray()
-    arr = np.asarray(x, dtype=np.float64)
+    arr = np.asarray(x)
+    if not (keep_dtype and arr.dtype.kind in _REAL_KINDS):
+        arr = arr.astype(np.float64, copy=False)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (cells x dimensions), got shape {arr.shape}")
     _require_rows(arr.shape[0], name, min_rows)
@@ -93,14 +110,24 @@ def _as_dense_matrix(x: ArrayLike, name: str, *, min_rows: int = 1) -> np.ndarra
     return arr
 
 
-def _as_matrix_keep_sparse(x: ArrayLike, name: str, *, min_rows: int = 1) -> np.ndarray | sp.csr_matrix:
-    """Return ``x`` as a finite 2-D float64 array or CSR matrix, keeping sparsity."""
+def _as_matrix_keep_sparse(
+    x: ArrayLike, name: str, *, min_rows: int = 1, keep_dtype: bool = False
+) -> np.ndarray | sp.csr_matrix:
+    """Return ``x`` as a finite 2-D array or CSR matrix, keeping sparsity.
+
+    Values are float64 unless ``keep_dtype`` (real-valued input is then not copied):
+    for computations that go through :func:`_dense_rows` or :func:`_column_blocks`,
+    which convert one block at a time.
+    """
     if sp.issparse(x):
-        mat = sp.csr_matrix(x, dtype=np.float64)
+        if keep_dtype and x.dtype.kind in _REAL_KINDS:
+            mat = x.tocsr()
+        else:
+            mat = sp.csr_matrix(x, dtype=np.float64)
         _require_rows(mat.shape[0], name, min_rows)
         _require_finite(mat.data, name)
         return mat
-    return _as_dense_matrix(x, name, min_rows=min_rows)
+    return _as_dense_matrix(x, name, min_rows=min_rows, keep_dtype=keep_dtype)
 
 
 def _require_rows(n_rows: int, name: str, min_rows: int) -> None:
@@ -144,7 +171,7 @@ def _lines_per_block(line_length: int) -> int:
 
 def _dense_rows(x: np.ndarray | sp.spmatrix, rows: slice) -> np.ndarray:
     block = x[rows]
-    return block.toarray() if sp.issparse(block) else np.asarray(block, dtype=np.float64)
+    return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
 
 
 def _column_blocks(
@@ -163,7 +190,7 @@ def _column_blocks(
 
 def _dense_columns(x: np.ndarray | sp.spmatrix, cols: slice) -> np.ndarray:
     block = x[:, cols]
-    return block.toarray() if sp.issparse(block) else np.asarray(block, dtype=np.float64)
+    return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
 
 
 # --------------------------------------------------------------------- paired alignment
@@ -611,8 +638,9 @@ def silhouette_by_domain(z: ArrayLike, domains: ArrayLike, *, max_cells: int = 5
 def _validate_prediction(
     pred: ArrayLike, true: ArrayLike
 ) -> tuple[np.ndarray | sp.csr_matrix, np.ndarray | sp.csr_matrix]:
-    p = _as_matrix_keep_sparse(pred, "pred")
-    t = _as_matrix_keep_sparse(true, "true")
+    # Not copied to float64: every use below converts one block at a time.
+    p = _as_matrix_keep_sparse(pred, "pred", keep_dtype=True)
+    t = _as_matrix_keep_sparse(true, "true", keep_dtype=True)
     _require_same_shape(p, t, "pred", "true", meaning="they must hold the same cells and features in the same order")
     return p, t
 
@@ -723,7 +751,7 @@ def _mean_squared_difference(a: Any, b: Any) -> float:
 
 
 def _as_binary(x: ArrayLike, name: str) -> np.ndarray | sp.csr_matrix:
-    mat = _as_matrix_keep_sparse(x, name)
+    mat = _as_matrix_keep_sparse(x, name, keep_dtype=True)
     values = mat.data if sp.issparse(mat) else mat
     if not np.all((values == 0) | (values == 1)):
         raise ValueError(f"{name} must be binary (0/1 or bool); binarise accessibility counts first")
@@ -750,7 +778,7 @@ def auroc_per_feature(scores: ArrayLike, binary_true: ArrayLike) -> np.ndarray:
         uninformative (e.g. constant) scores; NaN for features whose truth has only
         one class. Tied scores count one half (Mann-Whitney convention).
     """
-    s = _as_matrix_keep_sparse(scores, "scores")
+    s = _as_matrix_keep_sparse(scores, "scores", keep_dtype=True)
     t = _as_binary(binary_true, "binary_true")
     _require_same_shape(s, t, "scores", "binary_true", meaning="they must hold the same cells and features")
     out = np.empty(s.shape[1])
@@ -766,7 +794,8 @@ def auroc(scores: ArrayLike, binary_true: ArrayLike) -> float:
     ----------
     scores, binary_true
         As in :func:`auroc_per_feature`. The pooled ranking holds ``n_cells *
-        n_features`` values in memory; subsample very large matrices first.
+        n_features`` values in memory (float32 scores are ranked as they are, not
+        copied); subsample very large matrices first.
 
     Returns
     -------
@@ -778,7 +807,8 @@ def auroc(scores: ArrayLike, binary_true: ArrayLike) -> float:
     ValueError
         If ``binary_true`` contains only zeros or only ones.
     """
-    s = _as_dense_matrix(scores, "scores")
+    # Ranks do not depend on the precision the scores are stored in: no float64 copy.
+    s = _as_dense_matrix(scores, "scores", keep_dtype=True)
     t = _as_binary(binary_true, "binary_true")
     _require_same_shape(s, t, "scores", "binary_true", meaning="they must hold the same cells and features")
     truth = (t.toarray() if sp.issparse(t) else t).astype(bool)
@@ -804,8 +834,10 @@ def _auroc_columns(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
 
 
 def _validate_crops(pred_crops: ArrayLike, true_crops: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred_crops, dtype=np.float64)
-    true = np.asarray(true_crops, dtype=np.float64)
+    """The crops as arrays, real-valued input not copied (the metrics convert per block or crop)."""
+    pred, true = np.asarray(pred_crops), np.asarray(true_crops)
+    pred = pred if pred.dtype.kind in _REAL_KINDS else pred.astype(np.float64)
+    true = true if true.dtype.kind in _REAL_KINDS else true.astype(np.float64)
     for name, crops in (("pred_crops", pred), ("true_crops", true)):
         if crops.ndim not in (3, 4):
             raise ValueError(
@@ -832,7 +864,8 @@ def pixel_mse(pred_crops: ArrayLike, true_crops: ArrayLike) -> float:
         0 for identical crops, in squared intensity units.
     """
     pred, true = _validate_crops(pred_crops, true_crops)
-    return float(np.mean((pred - true) ** 2))
+    # One row per crop, summed in blocks of rows: no full-size temporary.
+    return _mean_squared_difference(pred.reshape(pred.shape[0], -1), true.reshape(true.shape[0], -1))
 
 
 def ssim_per_crop(
@@ -865,13 +898,17 @@ def ssim_per_crop(
     if min(true.shape[1:3]) < 7:
         raise ValueError(f"SSIM needs crops of at least 7 x 7 pixels, got {true.shape[1]} x {true.shape[2]}")
     if data_range is None:
-        data_range = float(true.max() - true.min())
+        # In float64 whatever the crops are stored in (float32 crops are not copied).
+        data_range = float(true.max()) - float(true.min())
     if not np.isfinite(data_range) or data_range <= 0:
         raise ValueError(f"data_range must be a positive number, got {data_range} (are the true crops constant?)")
     channel_axis = -1 if true.ndim == 4 else None
     return np.array(
         [
-            structural_similarity(p, t, data_range=data_range, channel_axis=channel_axis)
+            # One crop at a time in float64: skimage would compute float32 crops in float32.
+            structural_similarity(
+                p.astype(np.float64), t.astype(np.float64), data_range=data_range, channel_axis=channel_axis
+            )
             for p, t in zip(pred, true, strict=True)
         ]
     )
