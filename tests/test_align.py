@@ -342,3 +342,52 @@ def test_label_conditioned_aligner_uses_labels_and_stays_finite():
     assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
     with pytest.raises(ValueError, match="label_cost"):
         _aligner("wasserstein", {"label_cost": -0.5})
+
+
+def test_small_transport_problems_run_on_one_thread():
+    from cellbridge.align import serial_below
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with serial_below(128 * 128):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with serial_below(1024 * 1024):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_aligned_blocks_cover_every_row_once_with_the_batch_composition():
+    from cellbridge.align import aligned_blocks
+
+    assert aligned_blocks(100, 90, 128) == [(None, None)]
+    gen = torch.Generator().manual_seed(0)
+    labels_a = torch.randint(0, 4, (512,), generator=gen)
+    labels_b = labels_a[torch.randperm(512, generator=gen)]  # label-matched: same counts, other order
+    blocks = aligned_blocks(512, 512, 128, labels_a, labels_b)
+    assert len(blocks) == 4
+    for side, labels in ((0, labels_a), (1, labels_b)):
+        rows = torch.cat([b[side] for b in blocks])
+        assert sorted(rows.tolist()) == list(range(512)) and all(len(b[side]) <= 128 for b in blocks)
+    for rows_a, rows_b in blocks:  # each block of one domain has the other's composition, to one cell
+        counts_a = torch.bincount(labels_a[rows_a], minlength=4)
+        counts_b = torch.bincount(labels_b[rows_b], minlength=4)
+        assert (counts_a - counts_b).abs().max() <= 1
+    uneven = aligned_blocks(300, 130, 128)
+    assert len(uneven) == 3 and sum(len(a) for a, _ in uneven) == 300 and sum(len(b) for _, b in uneven) == 130
+
+
+def test_sinkhorn_aligner_averages_blocks_beyond_ot_batch():
+    from cellbridge.align import SinkhornAligner, aligned_blocks, sinkhorn_loss
+
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(256, 4, generator=gen), torch.randn(256, 4, generator=gen) + 0.5
+    blocked = SinkhornAligner(latent_dim=4, n_domains=2, ot_batch=128)([x, y])
+    expected = torch.stack([sinkhorn_loss(x[a], y[b]) for a, b in aligned_blocks(256, 256, 128)]).mean()
+    torch.testing.assert_close(blocked, expected)
+    whole = SinkhornAligner(latent_dim=4, n_domains=2, ot_batch=256)([x, y])
+    torch.testing.assert_close(whole, sinkhorn_loss(x, y))
+    with pytest.raises(ValueError, match="ot_batch"):
+        SinkhornAligner(latent_dim=4, n_domains=2, ot_batch=1)

@@ -8,6 +8,7 @@ from _synthetic import FAST_TRAIN, fast_model, make_domains
 
 from cellbridge.align import mmd
 from cellbridge.training import (
+    COST_COLUMNS,
     BalancedSampler,
     LabelMatchedSampler,
     Trainer,
@@ -39,7 +40,7 @@ def _latent_mmd(model):
 @pytest.mark.parametrize("alignment", ["wasserstein", "mmd", "adversarial"])
 def test_alignment_and_reconstruction_fall(domains, alignment):
     model, history = _train(domains, alignment, 8, lr=3e-3)
-    assert len(history) == 8 and np.isfinite(history.drop(columns=["seconds"]).to_numpy()).all()
+    assert len(history) == 8 and np.isfinite(history.drop(columns=list(COST_COLUMNS)).to_numpy()).all()
     for dom in ("rna", "image"):
         assert history[f"recon_{dom}"].iloc[-1] < 0.7 * history[f"recon_{dom}"].iloc[0]
     if alignment == "adversarial":
@@ -140,7 +141,7 @@ def test_test_cells_are_held_out():
 
 
 def _history_without_time(history):
-    return history.drop(columns=["seconds"])
+    return history.drop(columns=list(COST_COLUMNS))
 
 
 def test_resume_reproduces_uninterrupted_run(domains, tmp_path):
@@ -211,3 +212,41 @@ def test_nb_likelihood_and_plot(domains, tmp_path):
     assert history["recon_rna"].iloc[-1] < history["recon_rna"].iloc[0]
     out = plot_history(history, tmp_path / "plots" / "loss.png")
     assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_auto_batch_size_keeps_128_until_an_epoch_exceeds_2048_steps():
+    from cellbridge.training import MAX_STEPS_PER_EPOCH, auto_batch_size, scaled_lr
+
+    assert auto_batch_size(100) == 128
+    assert auto_batch_size(128 * MAX_STEPS_PER_EPOCH) == 128
+    assert auto_batch_size(128 * MAX_STEPS_PER_EPOCH + 1) == 256
+    # a million cells: 720,000 training cells -> 512 (1,407 steps per epoch)
+    assert auto_batch_size(720_000) == 512
+    assert auto_batch_size(10**9) == 1024
+    assert scaled_lr(0.002, 128) == 0.002
+    assert scaled_lr(0.002, 512) == pytest.approx(0.004)
+
+
+def test_history_reports_speed_and_memory_and_auto_batch(domains):
+    model, history = _train(domains, "mmd", 2, batch_size="auto")
+    assert list(history.columns[-3:]) == list(COST_COLUMNS)
+    assert (history["cells_per_s"] > 0).all() and (history["peak_memory_mb"] > 50).all()
+    assert model.training_settings["batch_size"] == 128 and model.training_settings["rule"] == "auto"
+    with pytest.raises(ValueError, match="batch_size"):
+        model.train(max_epochs=1, batch_size="big")
+
+
+def test_job_log_shows_progress_speed_memory_and_eta(domains, caplog, monkeypatch):
+    import logging
+
+    from cellbridge import training
+
+    monkeypatch.setattr(training, "STEP_BAR_MIN_STEPS", 1)
+    monkeypatch.setattr(training, "PROGRESS_LOG_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="cellbridge"):
+        _train(domains, "mmd", 2)
+    lines = [r.getMessage() for r in caplog.records]
+    within = [m for m in lines if m.startswith("epoch 1/2: ") and "% of " in m]
+    assert within and "cells/s" in within[0] and "left in this epoch" in within[0] and "MiB" in within[0]
+    summary = [m for m in lines if m.startswith("epoch 2/2: loss")]
+    assert summary and "cells/s, peak memory" in summary[0] and "left for the run" in summary[0]

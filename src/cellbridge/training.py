@@ -79,6 +79,14 @@ CHECKPOINT_FORMAT = 1
 EXPLODING_LOSS_FACTOR = 10.0
 #: held-out cells per domain used for the validation alignment loss (bounds its OT cost)
 MAX_VALIDATION_ALIGN_CELLS = 512
+#: cells per domain per step at which every default (learning rate, aligner options) was measured
+REFERENCE_BATCH_SIZE = 128
+#: steps per epoch beyond which ``batch_size="auto"`` grows the batch (see :func:`auto_batch_size`)
+MAX_STEPS_PER_EPOCH = 2048
+#: largest batch ``"auto"`` chooses
+MAX_AUTO_BATCH_SIZE = 1024
+#: steps per epoch from which a progress bar over the epoch's cells is shown
+STEP_BAR_MIN_STEPS = 200
 
 Callback = Callable[[int, Mapping[str, float]], None]
 
@@ -97,6 +105,41 @@ class TrainingDivergedError(RuntimeError):
             f"training diverged: loss term {term!r} is {value} at epoch {epoch}; {kept}. "
             "Try a lower learning rate or alignment weight."
         )
+
+
+def auto_batch_size(n_cells: int) -> int:
+    """Cells per step for ``batch_size="auto"``, given the largest domain's training cells.
+
+    :data:`REFERENCE_BATCH_SIZE` (128) while an epoch takes at most
+    :data:`MAX_STEPS_PER_EPOCH` (2,048) steps, i.e. up to 262,144 training cells; beyond,
+    the smallest power of two that keeps an epoch within that many steps (at most
+    :data:`MAX_AUTO_BATCH_SIZE`). Why: the autoencoders need a number of optimiser steps,
+    not of cells, and at 128 cells a CPU step is mostly per-operation overhead, so at a
+    million cells a 512-cell step costs about 2x a 128-cell one for 4x the cells. Every
+    data set measured in this repository (demo, sci-CAR, PBMC, scNMT) keeps 128.
+    """
+    batch = REFERENCE_BATCH_SIZE
+    while batch < MAX_AUTO_BATCH_SIZE and math.ceil(n_cells / batch) > MAX_STEPS_PER_EPOCH:
+        batch *= 2
+    return batch
+
+
+def scaled_lr(lr: float, batch_size: int) -> float:
+    """``lr`` for ``batch_size``, given for :data:`REFERENCE_BATCH_SIZE` cells: x sqrt(batch / 128).
+
+    The square-root rule for Adam: a b-times larger batch has a sqrt(b)-times smaller
+    gradient noise, so the step can grow by sqrt(b) at the same noise per step.
+    """
+    return float(lr) * math.sqrt(batch_size / REFERENCE_BATCH_SIZE)
+
+
+def peak_memory_mb(device: torch.device | None = None) -> float:
+    """Peak resident memory of this process so far (MiB), or peak CUDA memory on a CUDA device."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 @dataclass
@@ -461,10 +504,14 @@ class Trainer:
         ]
         self.rng = np.random.default_rng([plan.seed, 2])
         self.sampler = self._sampler()
-        self.optimizer = torch.optim.Adam(module.cooperative_parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+        # foreach: one vectorised update over all parameters (torch picks the per-tensor loop on
+        # the CPU, which was a fifth of a 128-cell step there)
+        self.optimizer = torch.optim.Adam(
+            module.cooperative_parameters(), lr=plan.lr, weight_decay=plan.weight_decay, foreach=True
+        )
         critic = module.critic_parameters()
         self.critic_optimizer = (
-            torch.optim.Adam(critic, lr=plan.critic_lr or plan.lr / 4, betas=(0.5, 0.9)) if critic else None
+            torch.optim.Adam(critic, lr=plan.critic_lr or plan.lr / 4, betas=(0.5, 0.9), foreach=True) if critic else None
         )
         self.history: list[dict[str, float]] = []
         self.best = {"value": math.inf, "epoch": 0, "bad_epochs": 0, "state": None, "stopped": False}
@@ -561,6 +608,7 @@ class Trainer:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         params = self.module.cooperative_parameters()
+        bar = self._step_bar(epoch)
         for idx in self.sampler.epoch():
             batches = {name: self.data[name].batch(i, self.device) for name, i in idx.items()}
             total, terms = self._loss_terms(batches, weight)
@@ -577,9 +625,42 @@ class Trainer:
                 if not math.isnan(val):
                     sums[k] = sums.get(k, 0.0) + val
                     counts[k] = counts.get(k, 0) + 1
+            if bar is not None:
+                bar.update(sum(len(i) for i in idx.values()))
+        if bar is not None:
+            bar.close()
         row = {k: sums[k] / counts[k] for k in sums}
         row["schedule"] = weight
         return row
+
+    def _step_bar(self, epoch: int):
+        """Progress within a long epoch (at least :data:`STEP_BAR_MIN_STEPS` steps), else None.
+
+        With ``progress``: a tqdm bar over the epoch's cells (cells/s, ETA). Without (the
+        workflow's jobs): a log line every :data:`PROGRESS_LOG_SECONDS` seconds, so a job
+        log shows how far a long epoch is, its speed and the memory it holds.
+        """
+        steps = self.sampler.steps_per_epoch
+        if steps < STEP_BAR_MIN_STEPS:
+            return None
+        cells = steps * sum(self.sampler.batch_sizes.values())
+        if not self.progress:
+            return _ProgressLog(f"epoch {epoch}/{self.plan.max_epochs}", cells, self.device)
+        from tqdm.auto import tqdm
+
+        return tqdm(total=cells, desc=f"epoch {epoch}/{self.plan.max_epochs}", unit="cells", unit_scale=True, leave=False)
+
+    def _log_epoch(self, row: Mapping[str, float]) -> None:
+        """One log line per epoch: losses, time, speed, memory and the run's ETA."""
+        done = row["epoch"]
+        mean_s = sum(r["seconds"] for r in self.history[-5:]) / len(self.history[-5:])
+        eta = (self.plan.max_epochs - done) * mean_s
+        losses = ", ".join(f"{k} {row[k]:.4g}" for k in ("loss", "align", "val_loss") if k in row)
+        logger.info(
+            "epoch %d/%d: %s; %.1f s, %.0f cells/s, peak memory %.0f MiB; about %s left for the run",
+            done, self.plan.max_epochs, losses, row["seconds"], row["cells_per_s"], row["peak_memory_mb"],
+            _duration(eta),
+        )
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -742,6 +823,8 @@ class Trainer:
                 row.update(self.train_epoch(epoch))
                 row.update(self.validate())
                 row["seconds"] = time.perf_counter() - t0
+                row["cells_per_s"] = self.sampler.steps_per_epoch * sum(self.sampler.batch_sizes.values()) / row["seconds"]
+                row["peak_memory_mb"] = peak_memory_mb(self.device)
                 self.history.append(row)
                 if not warned and _recon_total(row) > EXPLODING_LOSS_FACTOR * reference:
                     # a too-high learning rate need not give NaN: losses can settle at 1e16
@@ -757,6 +840,8 @@ class Trainer:
                 if stop or epoch % self.checkpoint_every == 0 or epoch == self.plan.max_epochs:
                     self.save_checkpoint(epoch)
                 bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "align", "val_loss") if k in row})
+                if not self.progress:
+                    self._log_epoch(row)
                 for callback in self.callbacks:
                     callback(epoch, dict(row))
                 if stop:
@@ -767,6 +852,46 @@ class Trainer:
             self.module.load_state_dict(self.best["state"])
         self.module.eval()
         return history_frame(self.history)
+
+
+#: seconds between progress lines of a long epoch in a job log
+PROGRESS_LOG_SECONDS = 60.0
+
+
+class _ProgressLog:
+    """tqdm's ``update``/``close`` as log lines: every :data:`PROGRESS_LOG_SECONDS`, the share of
+    the epoch's cells done, cells/s, the epoch's ETA and the peak memory so far."""
+
+    def __init__(self, what: str, total: int, device: torch.device):
+        self.what, self.total, self.device = what, total, device
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_LOG_SECONDS:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        logger.info(
+            "%s: %.0f%% of %s cells, %.0f cells/s, about %s left in this epoch, peak memory %.0f MiB",
+            self.what, 100 * self.done / self.total, f"{self.total:,}", rate,
+            _duration((self.total - self.done) / max(rate, 1e-9)), peak_memory_mb(self.device),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def _duration(seconds: float) -> str:
+    """``"3 h 05 min"``, ``"4 min 10 s"`` or ``"12 s"``."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
 
 
 def _recon_total(row: Mapping[str, float]) -> float:
@@ -783,13 +908,17 @@ def _restrict_anchors(anchors: AnchorSet, train_set: Mapping[str, set]) -> Ancho
     return AnchorSet(anchors.domain_a, anchors.domain_b, anchors.index_a[keep], anchors.index_b[keep])
 
 
+#: history columns that measure the run (time, speed, memory) rather than the model; last in the table
+COST_COLUMNS = ("seconds", "cells_per_s", "peak_memory_mb")
+
+
 def history_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
-    """History rows as a DataFrame indexed by epoch, with ``seconds`` last."""
+    """History rows as a DataFrame indexed by epoch, with the :data:`COST_COLUMNS` last."""
     df = pd.DataFrame(list(rows))
     if df.empty:
         return df
     df["epoch"] = df["epoch"].astype(int)
-    cols = [c for c in df.columns if c not in ("epoch", "seconds")] + ["seconds"]
+    cols = [c for c in df.columns if c not in ("epoch", *COST_COLUMNS)] + [c for c in COST_COLUMNS if c in df.columns]
     return df.set_index("epoch")[cols]
 
 
