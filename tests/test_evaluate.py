@@ -97,3 +97,18 @@ def test_held_out_mask_falls_back_to_all_cells():
     a = ad.AnnData(X=np.zeros((4, 1)))
     mask, held = held_out_mask(a)
     assert mask.all() and not held
+
+
+def test_image_translation_without_morphology_scores_crops_and_skips_morph_r(run):
+    rna, img, truth, perm = run
+    rng = np.random.default_rng(1)
+    crops = rng.random((len(img), 8, 8)).astype(np.float32)
+    img.obsm["image"] = crops
+    inv = np.argsort(perm)  # rna cell i is image row inv[i]
+    # rna -> image translation giving the true partner's crops and no morphology features
+    tr = ad.AnnData(X=np.zeros((len(rna), 0), np.float32), obs=rna.obs.copy())
+    tr.obsm["image"] = crops[inv]
+    res = evaluate_run({"rna": rna, "image": img}, translations={("rna", "image"): tr}, prepared={"image": img}, truth=truth)
+    assert res["metrics"]["pixel_mse_rna_to_image"] == pytest.approx(0.0)
+    assert "morph_r_rna_to_image" not in res["metrics"]
+    assert any(s.startswith("morph_r_rna_to_image: no morphology features") for s in res["skipped"])

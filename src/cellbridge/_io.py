@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,14 @@ def _disk_full(err: BaseException, folder: Path) -> bool:
         return False
 
 
-def read_h5ad(path: str | os.PathLike, what: str):
+def read_h5ad(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    layers: Collection[str] | None = None,
+    lazy_x: bool = False,
+    backed: bool = False,
+):
     """Read an AnnData, with an :class:`InputError` naming ``what`` when it is missing or unreadable.
 
     Parameters
@@ -162,15 +169,54 @@ def read_h5ad(path: str | os.PathLike, what: str):
         The ``.h5ad`` file.
     what
         What the file is, for the message (e.g. ``"translation rna -> image"``).
+    layers
+        Layers to read (``None``: all). Training reads only what its likelihoods use:
+        a Gaussian RNA domain never reads its raw counts.
+    lazy_x
+        Leave a sparse (CSR) ``X`` in the file: ``adata.X`` is then anndata's on-disk
+        dataset, whose rows are read when selected (the file stays open while it is
+        referenced). A dense ``X`` is read as usual.
+    backed
+        Open in anndata's backed mode (``X``, sparse or dense, stays in the file; the rest
+        is read): for reading a few rows of a large result.
     """
     import anndata as ad
 
     p = require_path(path, what)
     try:
-        return ad.read_h5ad(p)
+        if backed:
+            return ad.read_h5ad(p, backed="r")
+        if layers is None and not lazy_x:
+            return ad.read_h5ad(p)
+        return _read_h5ad_parts(p, layers=layers, lazy_x=lazy_x)
     except (OSError, KeyError, ValueError) as err:
         logger.debug("reading %s failed: %s", p, err)
         raise InputError(p, f"{what} is not a readable .h5ad file (truncated?); delete it and rerun the step that wrote it") from None
+
+
+def _read_h5ad_parts(path: Path, *, layers: Collection[str] | None, lazy_x: bool):
+    """An AnnData from the elements of an ``.h5ad`` file: chosen layers, ``X`` optionally left on disk."""
+    import anndata as ad
+    import h5py
+    from anndata.io import read_elem, sparse_dataset
+
+    f = h5py.File(path, "r")
+    try:
+        x = f.get("X")
+        if x is not None and lazy_x and isinstance(x, h5py.Group) and x.attrs.get("encoding-type") == "csr_matrix":
+            x = sparse_dataset(x)  # keeps the file open
+        elif x is not None:
+            x = read_elem(x)
+        parts = {key: read_elem(f[key]) for key in ("obs", "var", "uns", "obsm", "varm", "obsp", "varp") if key in f}
+        stored = f.get("layers", {})
+        keep = list(stored) if layers is None else [k for k in layers if k in stored]
+        adata = ad.AnnData(X=x, layers={k: read_elem(stored[k]) for k in keep}, **parts)
+    except BaseException:
+        f.close()
+        raise
+    if not lazy_x or not hasattr(adata.X, "group"):
+        f.close()
+    return adata
 
 
 def is_user_error(err: BaseException) -> bool:

@@ -6,12 +6,15 @@ model (:func:`feature_order`) and serves minibatches (:class:`DomainData`).
 
 Dense matrices are held as torch tensors (moved to the training device once);
 sparse matrices stay CSR and only each minibatch is densified, so large ATAC
-matrices are never densified as a whole.
+matrices are never densified as a whole. A sparse ``X`` read lazily
+(:func:`cellbridge._io.read_h5ad` with ``lazy_x=True``) stays in its file
+(:class:`OnDiskCSR`): each minibatch's rows are read from disk, so a million-cell
+domain costs its crops and labels in memory, not its matrix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +82,100 @@ def _block_rows(row_size: int) -> int:
     return max(1, _BLOCK_ENTRIES // max(1, row_size))
 
 
+class OnDiskCSR:
+    """A CSR matrix left in its ``.h5ad`` file; rows are read when selected.
+
+    Wraps anndata's on-disk sparse dataset with what training and the whole-matrix
+    checks need: ``shape``, ``ndim``, ``dtype`` and row selection by slice or integer
+    array (``m[rows]``, an in-memory float32 CSR with the rows in the order asked), with
+    an optional column order applied after reading (a model's feature order).
+
+    Parameters
+    ----------
+    dataset
+        ``anndata.abc.CSRDataset`` (``anndata.io.sparse_dataset`` of the file's ``X``).
+    columns
+        Column indices to keep, in order (``None``: all).
+    binary
+        Return ``1`` where a value is positive, else ``0`` (a Bernoulli target read from ``X``).
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+    #: an index array is read as the contiguous span it covers when the span is at most
+    #: this many times its length (one sequential read beats many small ones)
+    SPAN_FACTOR = 4
+
+    def __init__(self, dataset: Any, columns: np.ndarray | None = None, *, binary: bool = False):
+        self.dataset = dataset
+        self.columns = columns
+        self.binary = binary
+        n_rows, n_cols = dataset.shape
+        self.shape = (n_rows, n_cols if columns is None else len(columns))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice | np.ndarray) -> sp.csr_matrix:
+        if isinstance(rows, slice):
+            block = self.dataset[rows]
+        else:
+            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if rows.size == 0:
+                return sp.csr_matrix((0, self.shape[1]), dtype=np.float32)
+            low, high = int(rows.min()), int(rows.max()) + 1
+            if high - low <= self.SPAN_FACTOR * rows.size:
+                block = self.dataset[low:high][rows - low]
+            else:
+                # the file is read in increasing row order, once per distinct row
+                unique, inverse = np.unique(rows, return_inverse=True)
+                block = self.dataset[unique][inverse]
+        if self.columns is not None:
+            block = block[:, self.columns]
+        if self.binary:
+            block = block > 0
+        return sp.csr_matrix(block, dtype=np.float32)
+
+    def with_columns(self, columns: np.ndarray | None) -> OnDiskCSR:
+        """The same file with ``columns`` (of this view) selected."""
+        if columns is None:
+            return self
+        base = columns if self.columns is None else self.columns[columns]
+        return OnDiskCSR(self.dataset, base, binary=self.binary)
+
+    def binarized(self) -> OnDiskCSR:
+        """The same file read as 0/1 (positive entries -> 1)."""
+        return OnDiskCSR(self.dataset, self.columns, binary=True)
+
+    def blocks(self) -> Iterator[sp.csr_matrix]:
+        """The whole matrix as consecutive in-memory row blocks of about :data:`_BLOCK_ENTRIES` values."""
+        step = _block_rows(self.shape[1])
+        for start in range(0, self.shape[0], step):
+            yield self[start : start + step]
+
+
+def on_disk(mat: Any) -> bool:
+    """Whether ``mat`` is a sparse matrix left in its file (anndata's dataset or :class:`OnDiskCSR`)."""
+    if isinstance(mat, OnDiskCSR):
+        return True
+    try:
+        from anndata.abc import CSRDataset
+    except ImportError:  # anndata < 0.11 has no lazy datasets
+        return False
+    return isinstance(mat, CSRDataset)
+
+
+def as_rows(mat: Any) -> Any:
+    """``mat`` with on-disk datasets wrapped in :class:`OnDiskCSR`; anything else unchanged."""
+    if on_disk(mat) and not isinstance(mat, OnDiskCSR):
+        return OnDiskCSR(mat)
+    return mat
+
+
 def _is_finite(mat: Any) -> bool:
+    mat = as_rows(mat)
+    if isinstance(mat, OnDiskCSR):
+        return all(bool(np.isfinite(block.data).all()) for block in mat.blocks())
     data = mat.data if sp.issparse(mat) else np.asarray(mat).reshape(-1)
     # blockwise: np.isfinite of a whole million-cell matrix is a temporary of a quarter of its size
     return all(bool(np.isfinite(data[i : i + _BLOCK_ENTRIES]).all()) for i in range(0, data.size, _BLOCK_ENTRIES))
@@ -190,13 +286,27 @@ def _preview(names: Sequence[str], k: int = 10) -> str:
     return ", ".join(map(str, names[:k])) + (f", ... ({len(names) - k} more)" if len(names) > k else "")
 
 
-def _as_float32(mat: Any) -> np.ndarray | sp.csr_matrix:
+def _as_float32(mat: Any) -> np.ndarray | sp.csr_matrix | OnDiskCSR:
+    if isinstance(mat, OnDiskCSR):
+        return mat  # read as float32 CSR, row by row
     if sp.issparse(mat):
         return sp.csr_matrix(mat, dtype=np.float32)
     return np.ascontiguousarray(np.asarray(mat, dtype=np.float32))
 
 
+def _rows_major(mat: Any) -> np.ndarray | sp.csr_matrix | OnDiskCSR:
+    """``mat`` as CSR or a C-contiguous array (row access per minibatch), dtype unchanged."""
+    if isinstance(mat, OnDiskCSR):
+        return mat
+    if sp.issparse(mat):
+        return sp.csr_matrix(mat)
+    return np.ascontiguousarray(np.asarray(mat))
+
+
 def _column_subset(mat, order: np.ndarray | None):
+    mat = as_rows(mat)
+    if isinstance(mat, OnDiskCSR):
+        return mat.with_columns(order)
     return mat if order is None else mat[:, order]
 
 
@@ -210,7 +320,11 @@ def estimate_x_scale(x: Any) -> float:
     ``target_sum`` when ``X`` was normalised after gene selection).
     Returns NaN when ``X`` has negative entries (not a log1p transform).
     """
-    if sp.issparse(x):
+    x = as_rows(x)
+    if isinstance(x, OnDiskCSR):
+        if any(block.nnz and block.data.min() < 0 for block in x.blocks()):
+            return float("nan")
+    elif sp.issparse(x):
         if x.nnz and x.data.min() < 0:
             return float("nan")
     else:
@@ -277,7 +391,9 @@ def mean_feature_variance(mat: Any, rows: np.ndarray | None = None) -> float:
     step = _block_rows(int(np.prod(mat.shape[1:])))
     starts = range(0, n_rows, step)
     blocks = [slice(i, i + step) for i in starts] if rows is None else [rows[i : i + step] for i in starts]
-    var = _sparse_feature_variances(mat, blocks) if sp.issparse(mat) else _dense_feature_variances(mat, blocks)
+    mat = as_rows(mat)
+    sparse = sp.issparse(mat) or isinstance(mat, OnDiskCSR)
+    var = _sparse_feature_variances(mat, blocks) if sparse else _dense_feature_variances(mat, blocks)
     value = float(np.mean(var)) if np.size(var) else 0.0
     return value if value > 0 else 1.0
 
@@ -359,7 +475,9 @@ class DomainData:
             inputs = _as_float32(_column_subset(adata.X, order))
             targets["x"] = inputs
             if likelihood_target == "counts":
-                counts = _as_float32(_column_subset(adata.layers["counts"], order))
+                # kept in their stored (integer) type, converted per minibatch: a float copy of a
+                # million-cell count matrix would double what the domain costs in memory
+                counts = _rows_major(_column_subset(adata.layers["counts"], order))
                 targets["counts"] = counts
                 library = np.asarray(counts.sum(1), dtype=np.float32).ravel()
                 if (library <= 0).any():
@@ -368,7 +486,7 @@ class DomainData:
             elif likelihood_target == "binary":
                 binary = adata.layers["binary"] if "binary" in adata.layers else adata.X
                 binary = _column_subset(binary, order)
-                binary = (binary > 0).astype(np.float32)
+                binary = binary.binarized() if isinstance(binary, OnDiskCSR) else (binary > 0).astype(np.float32)
                 targets["binary"] = _as_float32(binary)
         labels = None
         if label_key is not None and label_key in adata.obs:
@@ -395,7 +513,7 @@ class DomainData:
         """Move dense arrays to ``device`` as tensors (sparse ones stay CSR on the host)."""
 
         def move(a):
-            if a is None or sp.issparse(a):
+            if a is None or sp.issparse(a) or isinstance(a, OnDiskCSR):
                 return a
             return torch.as_tensor(a).to(device)
 
@@ -432,11 +550,25 @@ class DomainData:
 
 
 def _rows(mat: Any, idx: np.ndarray, device: torch.device) -> torch.Tensor:
-    if sp.issparse(mat):
-        return torch.from_numpy(mat[idx].toarray()).to(device)
+    if sp.issparse(mat) or isinstance(mat, OnDiskCSR):
+        return _to_device(_floating(torch.from_numpy(mat[idx].toarray())), device)
     if isinstance(mat, torch.Tensor):
-        return mat[torch.as_tensor(idx, device=mat.device)].to(device)
-    return torch.from_numpy(np.asarray(mat[idx])).to(device)
+        return _floating(mat[torch.as_tensor(idx, device=mat.device)]).to(device)
+    return _to_device(_floating(torch.from_numpy(np.asarray(mat[idx]))), device)
+
+
+def _floating(t: torch.Tensor) -> torch.Tensor:
+    """Integer matrices (counts kept in their stored type) as float32; labels (1-d) unchanged."""
+    if t.ndim > 1 and not t.is_floating_point():
+        return t.float()
+    return t
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device``; to a GPU through pinned memory, so the copy overlaps the compute."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def encode_labels(values: pd.Series, categories: Sequence[str]) -> np.ndarray:

@@ -382,6 +382,9 @@ def _translation_scores(s, src, tgt, tr, src_mask, src_ids, target, truth, top_g
         for name, fn in (("pixel_mse", M.pixel_mse), ("ssim", lambda p, t: M.ssim_mean(p, t, data_range=1.0))):
             s.values[f"{name}_{tag}"] = fn(pred_img, true_img)
             s.trivial[f"{name}_{tag}"] = fn(trivial, true_img)
+        if tr.n_vars == 0:
+            s.skip(f"morph_r_{tag}", "no morphology features in the translation (translation.morphology: false)")
+            return
         r = M.per_feature_correlation(_dense(take_rows(tr.X, ip)), _dense(take_rows(target.X, it)))
         s.values[f"morph_r_{tag}"] = M.summarize(r)["mean"]
         return

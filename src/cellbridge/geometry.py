@@ -103,7 +103,12 @@ def representation(x: Any, *, modality: str = "rna", n_components: int = N_COMPO
     """
     from sklearn.decomposition import PCA, TruncatedSVD
 
+    from .data import OnDiskCSR, as_rows
+
     n, p = x.shape
+    x = as_rows(x)
+    if isinstance(x, OnDiskCSR):
+        return _on_disk_representation(x, modality=modality, n_components=n_components, seed=seed)
     if sp.issparse(x):
         drop = 1 if modality == "atac" else 0
         k = max(1, min(n_components + drop, p - 1, n - 1))
@@ -115,6 +120,28 @@ def representation(x: Any, *, modality: str = "rna", n_components: int = N_COMPO
     if x.shape[1] > n_components and n > n_components:
         x = PCA(n_components, random_state=seed, svd_solver="randomized").fit_transform(x)
     return x
+
+
+#: rows a truncated SVD of an on-disk matrix is fitted on (all rows are then projected block by block)
+ON_DISK_FIT_ROWS = 50_000
+
+
+def _on_disk_representation(x: Any, *, modality: str, n_components: int, seed: int) -> np.ndarray:
+    """:func:`representation` of a matrix left in its file, in O(rows x components) memory.
+
+    The truncated SVD is fitted on a seeded sample of at most :data:`ON_DISK_FIT_ROWS`
+    rows, then every row is projected on it block by block.
+    """
+    from sklearn.decomposition import TruncatedSVD
+
+    n, p = x.shape
+    drop = 1 if modality == "atac" else 0
+    k = max(1, min(n_components + drop, p - 1, n - 1))
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(n, ON_DISK_FIT_ROWS, replace=False)) if n > ON_DISK_FIT_ROWS else np.arange(n)
+    svd = TruncatedSVD(k, random_state=seed).fit(x[fit_rows].astype(np.float64))
+    out = np.concatenate([svd.transform(block.astype(np.float64)) for block in x.blocks()])
+    return out[:, drop:] if out.shape[1] > drop else out
 
 
 def _correlation_rows(x: np.ndarray) -> np.ndarray:

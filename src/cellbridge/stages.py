@@ -8,9 +8,12 @@ so the Snakefile and the CLI cannot disagree about where a file lives.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,10 +203,52 @@ def metrics_path(config: dict[str, Any], method: str, seed: int | str) -> Path:
     return results_dir(config) / "metrics" / method / f"seed{seed}.json"
 
 
-def read_prepared(config: dict[str, Any], paths: dict[str, PathLike] | None = None) -> dict:
-    """The prepared AnnData of every domain, keyed by domain name."""
+#: sparse X stored with more bytes than this is left on disk for training under ``load_x: auto``
+LAZY_X_BYTES = 2 * 2**30
+
+
+def read_prepared(config: dict[str, Any], paths: dict[str, PathLike] | None = None, *, for_training: bool = False) -> dict:
+    """The prepared AnnData of every domain, keyed by domain name.
+
+    ``for_training``: read only the layers the domain's likelihood uses (no raw counts
+    for a Gaussian RNA domain), and leave a sparse ``X`` in its file when
+    ``training.load_x`` says so (``auto``: when it holds more than 2 GiB).
+    """
     paths = paths or {d: prepared_path(config, d) for d in config["domains"]}
-    return {d: read_h5ad(p, f"prepared domain {d!r}") for d, p in paths.items()}
+    if not for_training:
+        return {d: read_h5ad(p, f"prepared domain {d!r}") for d, p in paths.items()}
+    load_x = config["training"].get("load_x", "auto")
+    out = {}
+    for d, p in paths.items():
+        lazy = load_x == "disk" or (load_x == "auto" and _stored_sparse_x_bytes(p) > LAZY_X_BYTES)
+        out[d] = read_h5ad(p, f"prepared domain {d!r}", layers=training_layers(config, d), lazy_x=lazy)
+        if lazy:
+            logger.info("domain %r: X is read from %s minibatch by minibatch (training.load_x: %s)", d, p, load_x)
+    return out
+
+
+def training_layers(config: dict[str, Any], domain: str) -> tuple[str, ...]:
+    """Layers the domain's likelihood reads: ``counts`` (negative binomial), ``binary`` (Bernoulli) or none."""
+    from .nn.likelihoods import make_likelihood, resolve_likelihood
+
+    dom = config["domains"][domain]
+    name = resolve_likelihood(dom.get("model", {}).get("likelihood", "auto"), dom["modality"])
+    target = type(make_likelihood(name, n_features=1, image_size=8)).target
+    return (target,) if target in ("counts", "binary") else ()
+
+
+def _stored_sparse_x_bytes(path: PathLike) -> int:
+    """Bytes of a CSR ``X`` as stored in an ``.h5ad`` file (0 when dense, absent or unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            x = f.get("X")
+            if not isinstance(x, h5py.Group) or x.attrs.get("encoding-type") != "csr_matrix":
+                return 0
+            return sum(int(x[k].size) * x[k].dtype.itemsize for k in ("data", "indices", "indptr") if k in x)
+    except OSError:
+        return 0  # read_h5ad reports the unreadable file
 
 
 def _anchors(config: dict[str, Any]):
@@ -311,12 +356,13 @@ def train(
     ``results/{run}/checkpoints/{method}/seed{seed}``) unless ``fresh`` is true; a
     checkpoint written under another configuration is set aside with a warning.
     """
+    import anndata as ad
     import torch
 
     from .training import plot_history
 
     torch.set_num_threads(config["training"]["threads"])
-    adatas = read_prepared(config, prepared)
+    adatas = read_prepared(config, prepared, for_training=True)
     model = build_model(config, adatas, method, seed)
     tr, al = config["training"], config["alignment"]
     model.train(
@@ -349,11 +395,13 @@ def train(
     rows = model.config.get("correspondence", {}).get("candidates") or []
     candidates = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
     for domain, adata in adatas.items():
-        model.get_latent(domain, adata, key_added="X_cellbridge")
-        adata.uns.setdefault("cellbridge", {})["model"] = {"method": method, "seed": int(seed), "path": str(out)}
+        # slim: the cells' obs and latent, not another copy of the prepared matrices
+        latent = ad.AnnData(obs=adata.obs.copy(), uns=dict(adata.uns))
+        latent.obsm["X_cellbridge"] = model.get_latent(domain, adata)
+        latent.uns.setdefault("cellbridge", {})["model"] = {"method": method, "seed": int(seed), "path": str(out)}
         if candidates:
-            adata.uns["cellbridge"]["correspondence"] = candidates
-        write_h5ad(adata, out / f"{domain}.h5ad")
+            latent.uns["cellbridge"]["correspondence"] = candidates
+        write_h5ad(latent, out / f"{domain}.h5ad")
     logger.info("trained %s (seed %s): %d epochs -> %s", method, seed, len(model.history), out)
     return model
 
@@ -372,6 +420,13 @@ def _truth_or_none(config: dict[str, Any]):
     return read_truth(tpath) if tpath is not None else None
 
 
+#: Cells a gallery draws its examples from: the held-out cells of the source, or a seeded
+#: sample of this many of them (the examples and a vector source's z-scores come from
+#: these); only they are translated again for the figure, so a gallery costs the same
+#: at a million cells as at a thousand.
+GALLERY_MAX_CELLS = 2000
+
+
 def translate(
     config: dict[str, Any],
     method: str,
@@ -384,25 +439,236 @@ def translate(
 ):
     """Translate every domain's cells into every domain (``d -> d`` is the reconstruction).
 
+    The cells of each source domain are translated ``translation.chunk_cells`` at a time
+    and each piece is appended to every target's file as it comes
+    (:class:`_TranslationFile`), so neither a whole translation nor a sparse ``X`` of a
+    source (left in its file) is ever in memory: memory grows with the chunk, not with
+    the cells. Each file is moved into place only when complete, and reads as the
+    AnnData that :meth:`~cellbridge.model.CrossModalModel.translate` gives for all
+    cells at once. ``translation.morphology: false`` leaves the morphology features of
+    predicted crops unmeasured (``X`` of image targets has no features; the crops are
+    in ``obsm["image"]``).
+
     Image targets also get a gallery PNG of held-out cells: the source cell, the
-    predicted nucleus and, where the truth table pairs them, the measured nucleus.
+    predicted nucleus and, where the truth table pairs them, the measured nucleus
+    (drawn from at most :data:`GALLERY_MAX_CELLS` held-out cells).
     """
     from .model import CrossModalModel
 
-    adatas = read_prepared(config, prepared)
+    settings = config["translation"]
+    adatas = _read_translation_sources(config, prepared)
     model = CrossModalModel.load(model_path or model_dir(config, method, seed), adatas)
-    truth = _truth_or_none(config) if galleries else None
     for source in config["domains"]:
-        for target in config["domains"]:
-            out = model.translate(source, target)
-            dest = (outputs or {}).get((source, target)) or translated_path(config, method, seed, source, target)
-            write_h5ad(out, dest)
-            if galleries and (source, target) in galleries:
-                plot_gallery(
-                    out, adatas[source], adatas[target], galleries[(source, target)],
-                    truth=truth, label_key=config["label_key"], title=f"{method}, seed {seed}: {source} → {target}",
-                )
+        dests = {
+            target: (outputs or {}).get((source, target)) or translated_path(config, method, seed, source, target)
+            for target in config["domains"]
+        }
+        translate_in_chunks(
+            model, source, adatas[source], dests, chunk_cells=settings["chunk_cells"], morphology=settings["morphology"]
+        )
+    truth = _truth_or_none(config) if galleries else None
+    for (source, target), png in (galleries or {}).items():
+        cells = gallery_cells(adatas[source])
+        # a gallery shows crops only: their morphology is not needed
+        out = model.translate(source, target, cells, morphology=False)
+        plot_gallery(
+            out, cells, adatas[target], png,
+            truth=truth, label_key=config["label_key"], title=f"{method}, seed {seed}: {source} → {target}",
+        )
     return model
+
+
+def _read_translation_sources(config: dict[str, Any], paths: dict[str, PathLike] | None) -> dict:
+    """Every prepared domain, a sparse ``X`` left in its file and only the layers a model requires.
+
+    Registering a domain with a model checks the ``counts`` layer of a negative-binomial
+    domain (translation itself never reads it); no other layer is read.
+    """
+    paths = paths or {d: prepared_path(config, d) for d in config["domains"]}
+    return {
+        d: read_h5ad(
+            p, f"prepared domain {d!r}", layers=[k for k in training_layers(config, d) if k == "counts"], lazy_x=True
+        )
+        for d, p in paths.items()
+    }
+
+
+def cell_rows(adata, rows: slice | Sequence[int]):
+    """Cells ``rows`` (a slice or an array of positions) of a prepared domain as an in-memory AnnData.
+
+    An ``X`` left in its file is read for these rows only. Not an AnnData view: a view
+    drops the categories of ``obs`` columns its cells lack, which would give each piece
+    of a translation different categories than the whole.
+    """
+    import anndata as ad
+
+    from .data import as_rows
+
+    def take(values):
+        return values.iloc[rows] if hasattr(values, "iloc") else values[rows]
+
+    return ad.AnnData(
+        X=as_rows(adata.X)[rows],
+        obs=adata.obs.iloc[rows],
+        var=adata.var,
+        obsm={k: take(v) for k, v in adata.obsm.items()},
+        layers={k: as_rows(v)[rows] for k, v in adata.layers.items()},
+        uns=adata.uns,
+    )
+
+
+def translate_in_chunks(
+    model, source: str, adata, dests: dict[str, PathLike], *, chunk_cells: int, morphology: bool = True
+) -> dict[str, Path]:
+    """Translate the cells of ``source`` into each target of ``dests``, ``chunk_cells`` cells at a time.
+
+    Parameters
+    ----------
+    model
+        :class:`~cellbridge.model.CrossModalModel` (with the target domains registered,
+        whose ``var`` the outputs carry).
+    source
+        Source domain.
+    adata
+        Its prepared cells (``X`` may be left in its file: :func:`cellbridge._io.read_h5ad`
+        with ``lazy_x=True``).
+    dests
+        Target domain -> ``.h5ad`` to write (atomically: all or none of each).
+    chunk_cells
+        Source cells translated at once: memory grows with it, not with the cells.
+    morphology
+        As in :meth:`~cellbridge.model.CrossModalModel.translate`.
+    """
+    import time
+
+    if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, int) or chunk_cells < 1:
+        raise ValueError(f"chunk_cells must be a positive integer, got {chunk_cells!r}")
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        files = {target: stack.enter_context(_translation_file(dest)) for target, dest in dests.items()}
+        for start in range(0, adata.n_obs, chunk_cells):
+            piece = cell_rows(adata, slice(start, start + chunk_cells))
+            for target, file in files.items():
+                file.append(model.translate(source, target, piece, morphology=morphology))
+            done = start + piece.n_obs
+            logger.info(
+                "translated %s: %d of %d cells into %s (%.0f cells/s)",
+                source, done, adata.n_obs, ", ".join(files), done / max(time.perf_counter() - t0, 1e-9),
+            )
+    return {target: Path(dest) for target, dest in dests.items()}
+
+
+@contextlib.contextmanager
+def _translation_file(dest: PathLike) -> Iterator[_TranslationFile]:
+    """A :class:`_TranslationFile` writing ``dest``: moved into place only when every piece is in."""
+    import h5py
+
+    from ._io import _quiet_h5py_cleanup, atomic_path
+
+    with atomic_path(dest) as tmp, _quiet_h5py_cleanup():
+        with h5py.File(tmp, "w") as f:
+            out = _TranslationFile(f, dest)
+            yield out
+            out.finish()
+
+
+class _TranslationFile:
+    """One translation written into an ``.h5ad`` file piece by piece (consecutive cells).
+
+    The per-cell elements (``X``, ``obsm``, ``layers``: dense, as translations hold them)
+    grow with each piece, compressed as :func:`cellbridge._io.write_h5ad` compresses; ``obs``
+    of all pieces, ``var`` and ``uns`` are written by :meth:`finish`, with the counts of
+    clipped values summed over the pieces. The file then reads as the AnnData one
+    :meth:`~cellbridge.model.CrossModalModel.translate` call for all cells gives (its
+    ``time`` is when the first piece was made). HDF5 chunks hold whole rows, so reading a
+    few cells of a backed file (evaluation) decompresses little beyond them.
+    """
+
+    #: bytes per HDF5 chunk of a per-cell element
+    CHUNK_BYTES = 1 << 16
+    COMPRESSION = "gzip"
+
+    def __init__(self, file, dest: PathLike):
+        self.file = file
+        self.dest = dest
+        self.n_obs = 0
+        self.paths: set[str] = set()
+        self.obs: list = []
+        self.var = None
+        self.uns: dict[str, Any] | None = None
+        self.n_clipped = 0
+
+    @staticmethod
+    def per_cell(piece) -> dict[str, Any]:
+        """The per-cell elements of ``piece`` by their path in the file."""
+        import numpy as np
+
+        elems = {"X": piece.X, **{f"obsm/{k}": v for k, v in piece.obsm.items()}}
+        elems.update({f"layers/{k}": v for k, v in piece.layers.items()})
+        return {path: np.asarray(v) for path, v in elems.items()}
+
+    def append(self, piece) -> None:
+        """Add the next cells (an AnnData of :meth:`CrossModalModel.translate`)."""
+        import copy
+
+        from anndata.io import write_elem
+
+        elems = self.per_cell(piece)
+        if self.uns is None:
+            write_elem(self.file, "obsm", {})
+            write_elem(self.file, "layers", {})
+            for path, values in elems.items():
+                write_elem(self.file, path, values, dataset_kwargs=self._growing(values))
+            self.paths, self.var, self.uns = set(elems), piece.var, copy.deepcopy(dict(piece.uns))
+        else:
+            if set(elems) != self.paths:
+                raise ValueError(f"{self.dest}: a piece has elements {sorted(elems)}, the first had {sorted(self.paths)}")
+            for path, values in elems.items():
+                dataset = self.file[path]
+                dataset.resize(self.n_obs + len(values), axis=0)
+                dataset[self.n_obs :] = values
+        self.obs.append(piece.obs)
+        self.n_clipped += int(piece.uns["cellbridge"].get("n_clipped", 0))
+        self.n_obs += piece.n_obs
+
+    def _growing(self, values) -> dict[str, Any]:
+        """``dataset_kwargs`` of a per-cell dataset that grows along the cells, chunked by whole rows."""
+        rest = values.shape[1:]
+        row_bytes = values.dtype.itemsize * int(math.prod(rest))
+        # a row without values (X of crops whose morphology is not measured) lets h5py choose
+        chunks = (max(1, self.CHUNK_BYTES // row_bytes), *rest) if row_bytes else True
+        return {"compression": self.COMPRESSION, "maxshape": (None, *rest), "chunks": chunks}
+
+    def finish(self) -> None:
+        """Write ``obs``, ``var``, ``uns`` and the empty elements, as :func:`anndata.AnnData.write_h5ad` does."""
+        import anndata as ad
+        import pandas as pd
+        from anndata.io import write_elem
+
+        if self.uns is None:
+            raise InputError(self.dest, "a translation of no cells is not written")
+        meta = self.uns["cellbridge"]
+        if "n_clipped" in meta:
+            meta["n_clipped"] = self.n_clipped
+            meta["translation"]["n_clipped"] = self.n_clipped
+        whole = ad.AnnData(obs=pd.concat(self.obs), var=self.var, uns=self.uns)
+        # as AnnData.write_h5ad does, over all cells (a column becomes categorical by its whole)
+        whole.strings_to_categoricals()
+        self.file.attrs.setdefault("encoding-type", "anndata")
+        self.file.attrs.setdefault("encoding-version", "0.1.0")
+        for key, elem in (("obs", whole.obs), ("var", whole.var), ("varm", dict(whole.varm)),
+                          ("obsp", dict(whole.obsp)), ("varp", dict(whole.varp)), ("uns", dict(whole.uns))):
+            write_elem(self.file, key, elem, dataset_kwargs={"compression": self.COMPRESSION})
+
+
+def gallery_cells(adata, *, max_cells: int = GALLERY_MAX_CELLS):
+    """The held-out cells of a domain a gallery is drawn from, in memory (all, or a seeded sample of ``max_cells``)."""
+    import numpy as np
+
+    from .evaluate import held_out_mask, sample_rows
+
+    held = np.flatnonzero(held_out_mask(adata)[0])
+    return cell_rows(adata, held[sample_rows(held.size, max_cells, seed=0, key="gallery")])
 
 
 def plot_gallery(translated, source, target, path: PathLike, *, truth=None, label_key=None, title="", n=12):
@@ -467,13 +733,18 @@ def evaluate(
     shift: PathLike | None = None,
     model_path: PathLike | None = None,
 ) -> dict[str, Any]:
-    """Score one model on held-out cells; write ``metrics/{method}/seed{seed}.json`` and plots."""
-    import numpy as np
+    """Score one model on held-out cells; write ``metrics/{method}/seed{seed}.json`` and plots.
+
+    Translations are opened backed: of their ``X`` only the rows scored are read (at most
+    ``evaluation.max_cells`` pairs), so a translation of a million cells is never loaded whole.
+    """
+    import anndata as ad
 
     from ._io import write_json
-    from .evaluate import LATENT_KEY, evaluate_run, held_out_mask
+    from .evaluate import evaluate_run, held_out_mask, take_rows, translation_pairs
     from .plotting import plot_translation_scatter
-    from .truth import cell_ids_for, paired_indices
+    from .truth import cell_ids_for
+
 
     domains = list(config["domains"])
     lat = {
@@ -481,40 +752,49 @@ def evaluate(
         for d in domains
     }
     prep = read_prepared(config, prepared)
-    trans = {
-        (s, t): read_h5ad(
-            (translated or {}).get((s, t)) or translated_path(config, method, seed, s, t), f"translation {s} -> {t}"
+    trans = {}
+    try:
+        for s in domains:
+            for t in domains:
+                path = (translated or {}).get((s, t)) or translated_path(config, method, seed, s, t)
+                trans[(s, t)] = read_h5ad(path, f"translation {s} -> {t}", backed=True)
+        truth = _truth_or_none(config)
+        ev = config["evaluation"]
+        result = evaluate_run(
+            lat,
+            translations=trans,
+            prepared=prep,
+            truth=truth,
+            label_key=config["label_key"],
+            latent_dim=config["model"]["latent_dim"],
+            k_values=tuple(ev["k"]),
+            label_k=ev["label_k"],
+            entropy_k=ev["entropy_k"],
+            top_genes=ev["top_genes"],
+            max_cells=ev["max_cells"],
+            sample_seed=ev["sample_seed"],
         )
-        for s in domains
-        for t in domains
-    }
-    truth = _truth_or_none(config)
-    ev = config["evaluation"]
-    result = evaluate_run(
-        lat,
-        translations=trans,
-        prepared=prep,
-        truth=truth,
-        label_key=config["label_key"],
-        latent_dim=config["model"]["latent_dim"],
-        k_values=tuple(ev["k"]),
-        label_k=ev["label_k"],
-        entropy_k=ev["entropy_k"],
-        top_genes=ev["top_genes"],
-    )
-    result = {"method": method, "seed": int(seed), **result}
-    write_json(result, output or metrics_path(config, method, seed))
+        result = {"method": method, "seed": int(seed), **result}
+        write_json(result, output or metrics_path(config, method, seed))
 
-    for (s, t), path in (scatters or {}).items():
-        if truth is None:
-            raise InputError(None, f"scatter {s} -> {t} needs a truth table (config 'truth')")
-        tr = trans[(s, t)][held_out_mask(lat[s])[0]]
-        ip, it = paired_indices(cell_ids_for(tr.obs, truth), cell_ids_for(prep[t].obs, truth))
-        plot_translation_scatter(
-            tr.X[ip], prep[t].X[it], feature_names=list(prep[t].var_names), path=path,
-            title=f"{method}, seed {seed}: {s} → {t}, held-out cells with a measured partner",
-            units=X_UNITS.get(config["domains"][t]["modality"], ""),
-        )
+        for (s, t), path in (scatters or {}).items():
+            if truth is None:
+                raise InputError(None, f"scatter {s} -> {t} needs a truth table (config 'truth')")
+            # the pairs (and sample of pairs) the translation metrics of s -> t were computed on
+            mask = held_out_mask(lat[s])[0]
+            ip, it, _ = translation_pairs(
+                trans[(s, t)], mask, cell_ids_for(lat[s].obs.loc[mask], truth), prep[t], truth,
+                max_cells=ev["max_cells"], seed=ev["sample_seed"], key=f"{s}_to_{t}",
+            )
+            plot_translation_scatter(
+                take_rows(trans[(s, t)].X, ip), take_rows(prep[t].X, it), feature_names=list(prep[t].var_names),
+                path=path,
+                title=f"{method}, seed {seed}: {s} → {t}, held-out cells with a measured partner",
+                units=X_UNITS.get(config["domains"][t]["modality"], ""),
+            )
+    finally:
+        for tr in trans.values():
+            tr.file.close()
     if shift is not None:
         from .model import CrossModalModel
 
@@ -539,6 +819,8 @@ def plot_latents(
 
     truth = _truth_or_none(config)
     label_key = config["label_key"]
+    # UMAP of a seeded sample of the held-out cells above this; the title gives the sizes
+    max_cells = config["evaluation"]["umap_max_cells"]
     for method, model_seed, latents, png in items:
         lat = {d: read_h5ad(p, f"latent of {d!r}") for d, p in latents.items()}
         z, labels = {}, {}
@@ -550,7 +832,8 @@ def plot_latents(
             if found is not None:
                 labels[d] = found
         plot_joint_latent(
-            z, labels=labels or None, path=png, method=f"{method} (seed {model_seed}), held-out cells", seed=seed
+            z, labels=labels or None, path=png, method=f"{method} (seed {model_seed}), held-out cells", seed=seed,
+            max_cells=max_cells,
         )
 
 
@@ -765,7 +1048,7 @@ def generate_cells(
 # --------------------------------------------------------------------------- rerun triggers
 #: training options that change how a job runs, not what it computes: changing them
 #: must not throw trained models away
-_TRAINING_EXECUTION_KEYS = ("threads", "device", "checkpoint_every")
+_TRAINING_EXECUTION_KEYS = ("threads", "device", "checkpoint_every", "load_x")
 
 
 @functools.cache
@@ -861,9 +1144,16 @@ def stage_settings(
         }
     if stage == "translate":
         # labels and truth only annotate the galleries of image targets
-        return {"label_key": config["label_key"], "truth": config["truth"]} if image_pairs(config) else {}
+        out = {"label_key": config["label_key"], "truth": config["truth"]} if image_pairs(config) else {}
+        # translation.morphology decides X of image targets (chunk_cells changes nothing written);
+        # named only when off, so that results made before the option keep their digest
+        if not config["translation"]["morphology"] and any(d["modality"] == "image" for d in config["domains"].values()):
+            out["morphology"] = False
+        return out
     if stage == "evaluate":
-        return {"evaluation": config["evaluation"], "label_key": config["label_key"], "truth": config["truth"]}
+        evaluation = {k: v for k, v in config["evaluation"].items() if k != "umap_max_cells"}  # the figure's
+        return {"evaluation": evaluation, "label_key": config["label_key"], "truth": config["truth"]}
     if stage == "plot_latents":
-        return {"label_key": config["label_key"], "truth": config["truth"]}
+        return {"label_key": config["label_key"], "truth": config["truth"],
+                "umap_max_cells": config["evaluation"]["umap_max_cells"]}
     raise ValueError(f"no settings are defined for stage {stage!r}")
