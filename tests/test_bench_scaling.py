@@ -50,9 +50,13 @@ def test_smoke_has_one_measured_cellbridge_row_per_size(smoke):
     assert cb["n_cells"].tolist() == [500]
     assert (cb["status"] == "ok").all()
     for col in ("epoch_s", "cells_per_s", "peak_train_mb", "peak_build_mb", "rss_data_mb", "data_mb",
-                "translate_rna_to_image_s", "translate_image_to_rna_s", "peak_translate_mb", "steps_per_epoch"):
+                "translate_rna_to_image_s", "translate_image_to_rna_s", "peak_translate_mb", "steps_per_epoch",
+                "file_mb", "flops_per_cell", "matmul_gflop_s", "model_gflop_s"):
         assert _positive_finite(cb[col]), col
     row = cb.iloc[0]
+    # the arithmetic: training reaches part of what dense products of its shapes deliver
+    assert 0 < row["matmul_fraction"] < 1.5
+    assert row["batch_size"] == 128 and not row["x_on_disk"]  # "auto" keeps 128 below 262,144 cells
     # 500 cells: 100 held out, 40 of the rest validate, 360 train in batches of 128
     assert row["steps_per_epoch"] == row["steps_run"] == math.ceil(360 / 128)
     assert row["epoch_basis"] == "measured" and row["epoch_s"] == row["measured_epoch_s"]
