@@ -152,15 +152,6 @@ def test_gw_memory_limit_refuses_unmeasurable_growth():
     assert scaling.gw_memory_limit(rows) is None
 
 
-def test_rna_chunks_stack_to_the_same_counts():
-    states = sim.simulated_states(60, seed=3)
-    chunked, _ = sim.rna_counts(states, n_genes=100, chunk_size=25, seed=1)
-    assert chunked.shape == (60, 100) and chunked.dtype == np.int32 and sp.isspmatrix_csr(chunked)
-    parts = [sp.csr_matrix(np.arange(12).reshape(3, 4) % 3), sp.csr_matrix(np.eye(2, 4, dtype=int))]
-    expected = sp.vstack(parts).toarray()
-    assert np.array_equal(sim._stack_rows(parts).toarray(), expected)
-
-
 def test_log_normalised_matches_dense_formula():
     counts = sp.csr_matrix(np.array([[1, 0, 3], [0, 5, 0], [2, 2, 2]], dtype=np.int32))
     dense = counts.toarray().astype(float)
@@ -181,10 +172,3 @@ def test_simulated_domains_follow_the_prepared_contract():
     assert crops.min() >= 0 and crops.max() <= 1 and (crops[:, 0, 0] == 0).mean() > 0.9  # background 0
     assert sp.isspmatrix_csr(rna.X) and sp.isspmatrix_csr(rna.layers["counts"])
 
-
-def test_nearest_rendered_maps_rendered_cells_to_themselves():
-    states = sim.simulated_states(50, seed=0)
-    traits = sim.nucleus_traits(states, seed=1)
-    idx = sim.nearest_rendered(traits, 20)
-    assert np.array_equal(idx[:20], np.arange(20))
-    assert idx.min() >= 0 and idx.max() < 20

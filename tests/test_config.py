@@ -27,7 +27,7 @@ def test_defaults_are_filled():
     assert cfg["domains"]["rna"]["layer"] is None
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "scicar.yaml", "three_domains.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "scicar.yaml", "three_domains.yaml", "scale.yaml"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(ROOT / "config" / name)
     assert len(cfg["domains"]) >= 2

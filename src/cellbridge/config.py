@@ -221,6 +221,17 @@ def check_config(config: dict[str, Any], *, source: str | os.PathLike | None = N
             raise InputError(
                 where, f"domains.{name}: sci-CAR holds {', '.join(SCICAR_MODALITIES)}, not '{mod}'"
             )
+        if inp == "simulated" and config["simulate"].get("images") == "crops":
+            if mod == "atac":
+                raise InputError(
+                    where, f"domains.{name}: simulate.images 'crops' (the large-data simulator) writes no ATAC; "
+                    "drop this domain or use simulate.images: fields",
+                )
+            if dom.get("annotations") is not None:
+                raise InputError(
+                    where, f"domains.{name}: simulated crops carry their labels in obs; drop 'annotations' "
+                    "(it joins labels to nuclei segmented from fields)",
+                )
         if dom.get("annotations") and mod != "image":
             raise InputError(where, f"domains.{name}: 'annotations' applies to image domains only")
     truth = config.get("truth")

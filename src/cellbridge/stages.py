@@ -54,9 +54,14 @@ def domain_input(config: dict[str, Any], domain: str) -> Path:
     inp = dom["input"]
     if inp in ("simulated", "scicar"):
         if dom["modality"] == "image":
-            return _source_dir(config, inp) / "fields"
+            return _source_dir(config, inp) / ("crops.h5ad" if simulates_crops(config) else "fields")
         return _source_dir(config, inp) / f"{dom['modality']}.h5ad"
     return Path(inp)
+
+
+def simulates_crops(config: dict[str, Any]) -> bool:
+    """True when the simulator writes ready crops (``simulate.images: crops``), not fields."""
+    return config["simulate"].get("images", "fields") == "crops"
 
 
 def annotations_input(config: dict[str, Any], domain: str) -> Path | None:
@@ -81,11 +86,25 @@ def truth_path(config: dict[str, Any]) -> Path | None:
 
 # --------------------------------------------------------------------------- stages
 def simulate(config: dict[str, Any], out_dir: PathLike | None = None) -> dict[str, Path]:
-    """Run the demo simulator with the config's ``simulate`` section."""
+    """Run the simulator the config's ``simulate`` section asks for (demo fields, or crops at scale)."""
+    out = Path(out_dir) if out_dir is not None else simulated_dir(config)
+    if simulates_crops(config):
+        from .simulate.large import simulate_large
+
+        keys = ("n_cells", "n_genes", "n_types", "crop_size", "crop_pool", "test_fraction", "seed")
+        return simulate_large(out, **{k: config["simulate"][k] for k in keys})
     from .simulate import simulate_demo
 
-    out = Path(out_dir) if out_dir is not None else simulated_dir(config)
-    return simulate_demo(out, **config["simulate"])
+    return simulate_demo(out, **_demo_simulation(config["simulate"]))
+
+
+#: keys of the ``simulate`` section only the large-data simulator reads
+_CROP_SIMULATION_KEYS = ("images", "crop_size", "crop_pool")
+
+
+def _demo_simulation(section: dict[str, Any]) -> dict[str, Any]:
+    """The ``simulate`` section without the crops-only keys (what the demo simulator reads)."""
+    return {k: v for k, v in section.items() if k not in _CROP_SIMULATION_KEYS}
 
 
 def import_scicar(config: dict[str, Any], out_dir: PathLike | None = None) -> dict[str, Path]:
@@ -165,10 +184,11 @@ def prepare_domain(
         from .preprocess.counts import read_counts
         from .preprocess.qc import plot_qc
 
-        raw = read_counts(src, layer=dom["layer"], transpose=dom["transpose"])
+        # no name kept for the raw counts: the preparer frees them once it holds its copy
         adata = prepare(
-            raw, domain=domain, label_key=label_key, labels=dom["labels"], source=str(src), **params
-        )
+            read_counts(src, layer=dom["layer"], transpose=dom["transpose"]),
+            domain=domain, label_key=label_key, labels=dom["labels"], source=str(src), **params,
+        )  # fmt: skip
         if plot is not None:
             plot_qc(adata, plot)
     out = Path(output) if output is not None else prepared_path(config, domain)
@@ -1113,7 +1133,8 @@ def stage_settings(
     """
     align = config["alignment"]
     if stage == "simulate":
-        return dict(config["simulate"])
+        # the demo's settings as before the crops simulator existed: its files stay current
+        return dict(config["simulate"]) if simulates_crops(config) else _demo_simulation(config["simulate"])
     if stage == "import_scicar":
         return {k: v for k, v in config["scicar"].items() if k != "path"}  # the path is the input
     if stage == "prepare":

@@ -42,6 +42,20 @@ def uses_input(kind):
     )
 
 
+def simulated_outputs():
+    """The simulate rule's files: demo fields (+ ATAC when asked) or, at scale, ready crops."""
+    out = {"rna": f"{RESULTS}/simulated/rna.h5ad", "truth": f"{RESULTS}/simulated/truth.tsv"}
+    if stages.simulates_crops(config):
+        out["crops"] = f"{RESULTS}/simulated/crops.h5ad"
+        return out
+    if config["simulate"]["atac"]:
+        out["atac"] = f"{RESULTS}/simulated/atac.h5ad"
+    out["image_labels"] = f"{RESULTS}/simulated/image_labels.tsv"
+    out["fields"] = directory(f"{RESULTS}/simulated/fields")
+    out["masks"] = directory(f"{RESULTS}/simulated/masks")
+    return out
+
+
 def raw_input_files(domain):
     """Files Snakemake must see for a domain's raw input (a glob expands here)."""
     src = str(stages.domain_input(config, domain))

@@ -3,18 +3,7 @@
 
 rule simulate:
     output:
-        **{
-            k: v
-            for k, v in {
-                "rna": f"{RESULTS}/simulated/rna.h5ad",
-                "atac": f"{RESULTS}/simulated/atac.h5ad",
-                "truth": f"{RESULTS}/simulated/truth.tsv",
-                "image_labels": f"{RESULTS}/simulated/image_labels.tsv",
-                "fields": directory(f"{RESULTS}/simulated/fields"),
-                "masks": directory(f"{RESULTS}/simulated/masks"),
-            }.items()
-            if k != "atac" or config["simulate"]["atac"]
-        },
+        **simulated_outputs(),
     log:
         f"{LOGS}/simulate.log",
     benchmark:

@@ -111,7 +111,8 @@ def build_truth_table(
         img.insert(0, "cell_id", image_labels.index.to_numpy())
         img.insert(1, "domain", "image")
         parts.append(img)
-    truth = pd.concat(parts, ignore_index=True)
+    # without image_labels (ready crops named like profiles) the image columns stay empty
+    truth = pd.concat(parts, ignore_index=True).reindex(columns=TRUTH_COLUMNS)
     truth["label"] = truth["label"].astype("Int64")
     state = states.loc[truth["cell_id"]]
     truth["cell_type"] = state["cell_type"].astype(str).to_numpy()
