@@ -554,19 +554,15 @@ def integer_counts(X):
     -------
     CSR matrix when ``X`` is sparse, else a dense array.
     """
-    if sp.issparse(X):
-        out = sp.csr_matrix(X, copy=True)
-        values = out.data
-    else:
-        out = None
-        values = np.asarray(X)
+    csr = X.tocsr() if sp.issparse(X) else None
+    values = csr.data if csr is not None else np.asarray(X)
     top = values.max() if values.size else 0
     dtype = np.int32 if top <= np.iinfo(np.int32).max else np.int64
-    rounded = np.rint(values).astype(dtype)
-    if out is None:
+    # rounded straight into the integer array: no float temporary of the whole matrix
+    rounded = np.rint(values, out=np.empty(values.shape, dtype=dtype), casting="unsafe")
+    if csr is None:
         return rounded
-    out.data = rounded
-    return out
+    return sp.csr_matrix((rounded, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
 
 
 # --------------------------------------------------------------------------------------

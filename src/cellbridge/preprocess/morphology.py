@@ -459,6 +459,10 @@ def crop_mask(crops: np.ndarray, *, threshold: float = 0.02) -> np.ndarray:
     return masks[0] if single else masks
 
 
+#: crops measured at once by :func:`crop_features` (bounds its memory, not its result)
+CROP_FEATURE_BLOCK = 20_000
+
+
 def crop_features(
     crops: np.ndarray,
     *,
@@ -489,7 +493,7 @@ def crop_features(
         and the neutral value 1 for the relative radial profile and the other
         texture statistics.
     """
-    crops = np.asarray(crops, dtype=np.float64)
+    crops = np.asarray(crops)
     if crops.ndim != 3:
         raise ValueError(f"crops must be an (n, S, S) array, got shape {crops.shape}")
     names = feature_names(n_shells=n_shells)
@@ -504,9 +508,13 @@ def crop_features(
     out[neutral] = 1.0
     if n == 0:
         return out
-    masks = crop_mask(crops, threshold=mask_threshold)
-    ok = masks.reshape(n, -1).any(axis=1)
-    if ok.any():
-        feats = _stack_features(masks[ok], crops[ok], n_shells=n_shells, glcm_levels=glcm_levels)
-        out.iloc[np.flatnonzero(ok)] = np.column_stack([feats[k] for k in names])
+    # in blocks: every feature is per crop, and the float64 stack, masks and tiled
+    # temporaries of a million crops at once would take gigabytes
+    for start in range(0, n, CROP_FEATURE_BLOCK):
+        block = np.asarray(crops[start : start + CROP_FEATURE_BLOCK], dtype=np.float64)
+        masks = crop_mask(block, threshold=mask_threshold)
+        ok = masks.reshape(len(block), -1).any(axis=1)
+        if ok.any():
+            feats = _stack_features(masks[ok], block[ok], n_shells=n_shells, glcm_levels=glcm_levels)
+            out.iloc[start + np.flatnonzero(ok)] = np.column_stack([feats[k] for k in names])
     return out

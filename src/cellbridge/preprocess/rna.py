@@ -18,6 +18,8 @@ The per-cell QC table of all input cells (kept and removed) is stored in
 
 from __future__ import annotations
 
+import copy
+import gc
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -73,6 +75,49 @@ def _qc_table(adata: ad.AnnData, *, mito: np.ndarray) -> pd.DataFrame:
     obs_metrics, _ = sc.pp.calculate_qc_metrics(tmp, qc_vars=qc_vars, percent_top=None, log1p=False, inplace=False)
     columns = ["n_genes_by_counts", "total_counts"] + (["pct_counts_mt"] if qc_vars else [])
     return obs_metrics[columns].copy()
+
+
+def _with_float_counts(adata: ad.AnnData) -> ad.AnnData:
+    """A copy of ``adata`` whose ``X`` is float32 (CSR when sparse), the input untouched.
+
+    Same slots as ``adata.copy()``, but the integer ``X`` is never copied as such: one
+    copy of the matrix less at the peak.
+    """
+    x = adata.X
+    if sp.issparse(x):
+        x = x.tocsr()
+        float_x = sp.csr_matrix((x.data.astype(np.float32), x.indices.copy(), x.indptr.copy()), shape=x.shape)
+    else:
+        float_x = np.array(x, dtype=np.float32)
+    return ad.AnnData(
+        X=float_x,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        uns=copy.deepcopy(dict(adata.uns)),
+        obsm={k: v.copy() for k, v in adata.obsm.items()},
+        varm={k: v.copy() for k, v in adata.varm.items()},
+        layers={k: v.copy() for k, v in adata.layers.items()},
+    )
+
+
+def _subset(adata: ad.AnnData, rows, cols=slice(None)) -> ad.AnnData:
+    """``adata[rows, cols].copy()``, or ``adata`` itself when the masks keep everything.
+
+    At a million cells each copy of the matrices is gigabytes, and QC usually keeps
+    every gene (and most often every cell) of clean data.
+    """
+    keeps_all = lambda m: isinstance(m, slice) or bool(np.all(m))  # noqa: E731
+    if keeps_all(rows) and keeps_all(cols):
+        return adata
+    return adata[rows, cols].copy()
+
+
+def _cells_per_gene(x) -> np.ndarray:
+    """Cells with a count above zero, per gene (sparse: no boolean copy of the matrix)."""
+    if sp.issparse(x):
+        x = x.tocsr()
+        return np.bincount(x.indices[x.data > 0], minlength=x.shape[1])
+    return np.asarray((x > 0).sum(axis=0)).ravel()
 
 
 def prepare_rna(
@@ -150,10 +195,12 @@ def prepare_rna(
     flavor_used = _resolve_hvg_flavor(hvg_flavor)
     if isinstance(mito_prefix, str):  # a bare "MT-" would otherwise be read as ("M", "T", "-")
         mito_prefix = (mito_prefix,)
-    adata = adata.copy()
+    # float counts for the scanpy steps (the integer copy goes to layers["counts"] later),
+    # in a new AnnData: the input stays as it was, and when the caller keeps no reference
+    # to it its matrix is freed here rather than held through every step (1M cells)
+    adata = _with_float_counts(adata)
+    gc.collect()  # an AnnData holds reference cycles: the input goes only when collected
     attach_labels(adata, labels, label_key=label_key, source=source)
-    # float counts for the scanpy steps; the integer copy goes to layers["counts"] later
-    adata.X = sp.csr_matrix(adata.X, dtype=np.float32) if sp.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
 
     mito = _mito_mask(adata.var_names, mito_prefix)
     if mito.any():
@@ -165,13 +212,14 @@ def prepare_rna(
     mito_filtered = max_pct_mito is not None and "pct_counts_mt" in qc
     if mito_filtered:
         keep &= qc["pct_counts_mt"].to_numpy() <= max_pct_mito
-    adata = adata[keep].copy()
-
-    gene_ok = np.asarray((adata.X > 0).sum(axis=0)).ravel() >= min_cells
-    adata = adata[:, gene_ok].copy()
+    adata = _subset(adata, keep)
+    gc.collect()  # the copy before the cell filter
+    gene_ok = _cells_per_gene(adata.X) >= min_cells
+    adata = _subset(adata, slice(None), gene_ok)
     # a cell whose genes were all dropped has no library size to normalise by
     nonempty = np.asarray(adata.X.sum(axis=1)).ravel() > 0
-    adata = adata[nonempty].copy()
+    adata = _subset(adata, nonempty)
+    gc.collect()  # the copies before the gene and empty-cell filters
     keep[np.flatnonzero(keep)[~nonempty]] = False
     qc["kept"] = keep
 
@@ -212,8 +260,8 @@ def prepare_rna(
             f"cells: {err}; too few or too uniform genes pass QC - lower min_cells or check the input",
         ) from None
     adata.uns.pop("hvg", None)
-    adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
-    adata.X = adata.X.astype(np.float32) if sp.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
+    adata = _subset(adata, slice(None), adata.var["highly_variable"].to_numpy())
+    adata.X = adata.X.astype(np.float32, copy=False) if sp.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
 
     params = {
         "label_key": label_key,
