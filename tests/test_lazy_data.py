@@ -92,6 +92,29 @@ def test_training_reads_only_the_layers_its_likelihood_uses(files, monkeypatch):
     assert list(adatas["rna"].layers) == ["counts"] and sp.issparse(adatas["rna"].X)
 
 
+def test_files_training_reads_from_disk_are_written_uncompressed(files, tmp_path, monkeypatch, caplog):
+    import h5py
+
+    from cellbridge._io import write_h5ad
+
+    adatas, paths = files
+    rna = adatas["rna"]
+    assert stages._prepared_compression(rna) == "gzip"  # small: compressed, held in memory
+    monkeypatch.setattr(stages, "LAZY_X_BYTES", stages._sparse_bytes(rna.X) - 1)
+    assert stages._prepared_compression(rna) is None  # large: rows are read one by one
+    write_h5ad(rna, tmp_path / "plain.h5ad", compression=stages._prepared_compression(rna))
+    write_h5ad(rna, tmp_path / "gzip.h5ad")
+    with h5py.File(tmp_path / "plain.h5ad") as f:
+        assert f["X/data"].compression is None
+    config = {"domains": {"rna": {"modality": "rna", "model": {}}}, "training": {"load_x": "auto"}}
+    with caplog.at_level("WARNING", logger="cellbridge"):
+        stages.read_prepared(config, {"rna": tmp_path / "plain.h5ad"}, for_training=True)
+        assert "stored compressed" not in caplog.text
+        lazy = stages.read_prepared(config, {"rna": tmp_path / "gzip.h5ad"}, for_training=True)
+    assert on_disk(lazy["rna"].X)
+    assert "gzip.h5ad: X is stored compressed" in caplog.text
+
+
 def test_lazy_domain_memory_does_not_hold_the_matrix(tmp_path):
     """100,000 cells x 500 features (20 MB of CSR): read lazily, registering the domain and
     drawing batches saves (nearly) all of the matrix against reading it into memory; what

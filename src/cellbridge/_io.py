@@ -240,10 +240,10 @@ def _umask() -> int:
     return mask
 
 
-def write_h5ad(adata, path: str | os.PathLike) -> Path:
-    """Write an AnnData atomically (compressed) and return the destination path."""
+def write_h5ad(adata, path: str | os.PathLike, *, compression: str | None = "gzip") -> Path:
+    """Write an AnnData atomically (gzip-compressed unless ``compression=None``); return the path."""
     with atomic_path(path) as tmp, _quiet_h5py_cleanup():
-        adata.write_h5ad(tmp, compression="gzip")
+        adata.write_h5ad(tmp, compression=compression)
     return Path(path)
 
 

@@ -192,7 +192,7 @@ def prepare_domain(
         if plot is not None:
             plot_qc(adata, plot)
     out = Path(output) if output is not None else prepared_path(config, domain)
-    write_h5ad(adata, out)
+    write_h5ad(adata, out, compression=_prepared_compression(adata))
     logger.info("prepared %s: %d cells x %d features -> %s", domain, adata.n_obs, adata.n_vars, out)
     return adata
 
@@ -227,6 +227,32 @@ def metrics_path(config: dict[str, Any], method: str, seed: int | str) -> Path:
 LAZY_X_BYTES = 2 * 2**30
 
 
+def _sparse_bytes(x) -> int:
+    """Bytes of a sparse matrix's arrays (0 for a dense one)."""
+    import scipy.sparse as sp
+
+    return int(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes) if sp.issparse(x) else 0
+
+
+def _prepared_compression(adata) -> str | None:
+    """gzip, except for a file whose sparse ``X`` training will read row by row from disk.
+
+    Rows of a minibatch are scattered over the file, and in a compressed file each one
+    costs decompressing the whole chunk that holds it: at a million cells that made an
+    epoch 5x slower (750 instead of 3,500 cells/s). Such files are written uncompressed.
+    """
+    return None if _sparse_bytes(adata.X) > LAZY_X_BYTES else "gzip"
+
+
+def _compressed_x(path: PathLike) -> bool:
+    """True when the ``X/data`` of an ``.h5ad`` file is stored compressed."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        data = f.get("X/data")
+        return data is not None and data.compression is not None
+
+
 def read_prepared(config: dict[str, Any], paths: dict[str, PathLike] | None = None, *, for_training: bool = False) -> dict:
     """The prepared AnnData of every domain, keyed by domain name.
 
@@ -244,6 +270,13 @@ def read_prepared(config: dict[str, Any], paths: dict[str, PathLike] | None = No
         out[d] = read_h5ad(p, f"prepared domain {d!r}", layers=training_layers(config, d), lazy_x=lazy)
         if lazy:
             logger.info("domain %r: X is read from %s minibatch by minibatch (training.load_x: %s)", d, p, load_x)
+            if _compressed_x(p):
+                logger.warning(
+                    "%s: X is stored compressed, so each minibatch row decompresses a whole chunk (about "
+                    "5x slower training); prepare writes such large files uncompressed - rerun it, or set "
+                    "training.load_x: memory if the matrix fits in memory",
+                    p,
+                )
     return out
 
 
