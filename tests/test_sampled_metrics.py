@@ -218,6 +218,29 @@ def test_the_stages_take_the_caps_from_the_config(run, tmp_path, monkeypatch):
     assert seen["max_cells"] == 300
 
 
+def test_the_latent_shift_figure_is_drawn_on_a_sample_of_a_large_domain(run, monkeypatch):
+    class Drawn(Exception):
+        pass
+
+    seen = {}
+
+    def latent_shift(model, domain, *, adata, **kwargs):
+        seen["n"], seen["names"] = adata.n_obs, list(adata.obs_names)
+        raise Drawn  # stop before decoding: the cells handed over are what is tested
+
+    monkeypatch.setattr("cellbridge.generate.latent_shift", latent_shift)
+    prepared = run["prepared"]
+    first = next(d for d, a in prepared.items() if "cell_type" in a.obs)
+    for cap, expected in ((50, 50), (None, prepared[first].n_obs), (10**6, prepared[first].n_obs)):
+        with pytest.raises(Drawn):
+            stages.plot_shift(None, prepared, path="unused.png", label_key="cell_type", max_cells=cap, seed=3)
+        assert seen["n"] == expected
+    with pytest.raises(Drawn):
+        stages.plot_shift(None, prepared, path="unused.png", label_key="cell_type", max_cells=50, seed=3)
+    sample = seen["names"]
+    assert sample == list(prepared[first].obs_names[sample_rows(prepared[first].n_obs, 50, seed=3, key="latent_shift")])
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_translation_metrics_of_float32_input_equal_those_of_float64(sparse):
     """Float32 matrices are converted block by block, never copied whole: same numbers."""
