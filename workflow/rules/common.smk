@@ -44,7 +44,10 @@ def uses_input(kind):
 
 def simulated_outputs():
     """The simulate rule's files: demo fields (+ ATAC when asked) or, at scale, ready crops."""
-    out = {"rna": f"{RESULTS}/simulated/rna.h5ad", "truth": f"{RESULTS}/simulated/truth.tsv"}
+    out = {
+        "rna": f"{RESULTS}/simulated/rna.h5ad",
+        "truth": f"{RESULTS}/simulated/truth.tsv",
+    }
     if stages.simulates_crops(config):
         out["crops"] = f"{RESULTS}/simulated/crops.h5ad"
         return out
