@@ -197,6 +197,32 @@ def bench_config(ds: Dataset, root: Path, workdir: Path, *, smoke: bool) -> dict
     return config
 
 
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """``config`` with ``KEY=VALUE`` overrides applied (dotted keys that must exist; YAML values).
+
+    For ablations of a default (e.g. ``alignment.correspondence.n_restarts=5``); the tables
+    header names them.
+    """
+    import yaml
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise SystemExit(f"--set {item!r}: no config key {key!r}")
+        node[leaf] = yaml.safe_load(value)
+    return config
+
+
+def overrides_note(overrides: list[str]) -> str:
+    return f" except {', '.join(overrides)}" if overrides else ""
+
+
 def setting_config(config: dict, setting: str, anchors: Path | None) -> dict:
     """The config of one supervision setting (a deep copy)."""
     config = json.loads(json.dumps(config))
@@ -765,7 +791,7 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, root: Path, workroot: Pat
     workdir = (workroot / ds.name).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)
-    config = bench_config(ds, root, workdir, smoke=args.smoke)
+    config = apply_overrides(bench_config(ds, root, workdir, smoke=args.smoke), args.set)
     prepare(ds, root, config, smoke=args.smoke)
     peers = [p for p in (_names(args.peers) if args.peers is not None else ds.peers) if p in ds.peers]
     skipped_peers = [p for p in (_names(args.peers) if args.peers is not None else []) if p not in ds.peers]
@@ -830,7 +856,7 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, root: Path, workroot: Pat
             continue
         record(peer, "unsupervised", 0, {**spawn(ds, "peer", peer, 0, config, workdir, args), "caps": caps})
     header = (f"{'SMOKE (tiny, not a result): ' if args.smoke else ''}held-out {int(TEST_FRACTION * 100)}% of the "
-              f"cells scored; cellbridge at package defaults; peers with the caps in their run notes; "
+              f"cells scored; cellbridge at package defaults{overrides_note(args.set)}; peers with the caps in their run notes; "
               f"{dt.date.today().isoformat()}; {machine()}.")
     tsv, md = write_tables(ds, long, notes, Path(args.out), header=header, update=args.update)
     print(md.read_text())
@@ -852,6 +878,9 @@ def main() -> None:
                         help="cap on SCOT+'s Sinkhorn iterations per OT problem (its default 100000)")
     parser.add_argument("--peer-time-budget", type=float, default=1800.0, help="self-tuning budget per peer (s)")
     parser.add_argument("--peer-timeout", type=float, default=0, help="kill a peer run after this many s (0: never)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key of the cellbridge rows (dotted, YAML value; repeatable), "
+                             "e.g. alignment.correspondence.n_restarts=5")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cellbridge and floor runs at a time (each a child process; wall times then share the CPUs)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

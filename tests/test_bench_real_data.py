@@ -158,3 +158,15 @@ def test_update_replaces_only_the_runs_measured_again(tmp_path):
     got = {(m, s): v for m, s, v in zip(table["method"], table["seed"], table["value"], strict=True)}
     assert got == {("mmd", 0): 0.1, ("mmd", 1): 0.9, ("pamona", 0): 0.5}
     assert set(real_data.json.loads((tmp_path / "real_data_scnmt.notes.json").read_text())) == {"a", "b"}
+
+
+def test_overrides_set_existing_keys_only():
+    """``--set`` changes one config key for an ablation and refuses a key that does not exist."""
+    config = {"alignment": {"correspondence": {"n_restarts": 3, "k_grid": [10, 20]}}}
+    out = real_data.apply_overrides(config, ["alignment.correspondence.n_restarts=5", "alignment.correspondence.k_grid=[30]"])
+    assert out["alignment"]["correspondence"] == {"n_restarts": 5, "k_grid": [30]}
+    assert "n_restarts=5" in real_data.overrides_note(["alignment.correspondence.n_restarts=5"])
+    with pytest.raises(SystemExit, match="no config key"):
+        real_data.apply_overrides(config, ["alignment.correspondance.n_restarts=5"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        real_data.apply_overrides(config, ["alignment.correspondence.n_restarts"])

@@ -13,8 +13,10 @@ import torch
 
 from cellbridge.align import anchor_loss
 from cellbridge.geometry import (
+    DomainGeometry,
     consensus_scores,
     correspondence_priors,
+    distortion_scores,
     domain_geometry,
     landmark_geodesics,
     representation,
@@ -65,9 +67,10 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
         n_landmarks=60, k_grid=(10, 20, 30), n_restarts=2,
     )
     (prior,) = priors
-    # every landmark restart x k is a candidate; one is kept
+    # every landmark restart x k is a candidate, with its distortion recorded; one is kept
     assert sorted((c["restart"], c["k"]) for c in prior.candidates) == [(r, k) for r in (0, 1) for k in (10, 20, 30)]
     assert [c["chosen"] for c in prior.candidates].count(True) == 1
+    assert all(np.isfinite(c["distortion"]) for c in prior.candidates)
     restricted = prior.restrict(np.arange(600), np.arange(500))
     idx = rng.integers(600, size=2000)
     partners = restricted.partners(idx, rng)
@@ -90,21 +93,64 @@ def test_partners_only_from_allowed_cells():
         prior.partners(np.arange(3), rng)
 
 
+def _planted_geometries(rng: np.random.Generator) -> list[DomainGeometry]:
+    """Two landmark sets (blocks of 4 and of 5 consecutive cells) over 60 cells on a
+    scalene triangle's outline: Euclidean distances between landmark centres, one k."""
+    corners = np.array([[0.0, 0.0], [3.0, 0.0], [0.7, 1.5], [0.0, 0.0]])
+    t = np.sort(rng.random(60)) * 3
+    leg = np.minimum(t.astype(int), 2)
+    points = corners[leg] + (t - leg)[:, None] * (corners[leg + 1] - corners[leg])
+    out = []
+    for size in (4, 5):
+        assignment = np.arange(60) // size
+        centres = np.array([points[assignment == m].mean(0) for m in range(assignment.max() + 1)])
+        d = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1))
+        weights = np.bincount(assignment) / 60
+        out.append(DomainGeometry(np.arange(60), assignment, weights, {10: d / d.max()}, centres))
+    return out
+
+
+def test_distortion_ranks_the_planted_correspondence_over_a_reflection():
+    """Both domains share one geometry (the same cells, as two restarts of landmarks).
+    Two candidates match landmarks to themselves (the truth), four to the reflection (the
+    curve matched end to end). Under a common yardstick (every restart's landmarks) the
+    true candidates distort least, whichever restart they were computed on; a plain
+    consensus follows the majority (why distortion is recorded beside the choice)."""
+    rng = np.random.default_rng(4)
+    geoms = _planted_geometries(rng)
+    cands = []
+    for i in range(6):
+        restart = i % 2
+        w = geoms[restart].weights
+        coupling = np.diag(w) if i < 2 else np.diag(w)[:, ::-1]  # reflected: landmark l -> L-1-l
+        cands.append({"restart": restart, "coupling": coupling / coupling.sum()})
+    distortion = distortion_scores(cands, geoms, geoms)
+    assert distortion[:2].max() < distortion[2:].min()
+    projections = []
+    for c in cands:
+        g = geoms[c["restart"]]
+        rows = c["coupling"] / c["coupling"].sum(1, keepdims=True)
+        projections.append((rows @ g.centres)[g.assignment])
+    assert select_candidate(projections)[0] >= 2
+    # weighted towards the least distorting third, the true pair wins
+    witnesses = (distortion <= np.sort(distortion)[1]).astype(float)
+    assert np.argmin(consensus_scores(projections, witnesses=witnesses)) < 2
+
+
 def test_selection_keeps_the_consensus_over_a_reflected_run():
     """Two runs that agree (up to noise) and one that matched the trajectory end to end:
     the criterion needs no truth and keeps one of the agreeing runs."""
     n = 40
     centres_b = np.linspace(0, 1, n)[:, None] * np.array([[1.0, 0.5]])
-    weights = np.full(n, 1 / n)
     identity = np.eye(n) / n
     rng = np.random.default_rng(4)
     noisy = np.abs(identity + rng.normal(scale=1e-4, size=(n, n)))
     reflected = np.eye(n)[::-1] / n
-    cands = [{"coupling": reflected}, {"coupling": identity}, {"coupling": noisy / noisy.sum()}]
-    best, score = select_candidate(cands, centres_b, weights)
+    projections = [(c / c.sum(1, keepdims=True)) @ centres_b for c in (reflected, identity, noisy / noisy.sum())]
+    best, score = select_candidate(projections)
     assert best in (1, 2)
     assert score[0] > 1.5 * max(score[1], score[2])
-    assert select_candidate(cands[:1], centres_b, weights)[0] == 0
+    assert select_candidate(projections[:1])[0] == 0
 
 
 def test_consensus_scores_are_scale_free_and_single_out_the_outlier():
@@ -175,7 +221,7 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert "prior_loss" in history
     assert history["prior_loss"].iloc[-3:].mean() < history["prior_loss"].iloc[:2].mean()
     table = pd.DataFrame(model.config["correspondence"]["candidates"])
-    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "disagreement", "chosen"}
+    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "distortion", "disagreement", "chosen"}
     assert len(table) == 3 * 3  # default restarts x the k grid
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1

@@ -120,13 +120,13 @@ class CrossModalModel:
         Geometric correspondence prior (:mod:`cellbridge.geometry`): ``"gw"``
         computes a Gromov-Wasserstein coupling between the first domain and each
         other one from their own neighbourhood structure, selected among several
-        neighbourhood sizes without truth, and training pulls the pairs it links
-        together (``prior_weight`` of :meth:`train`); ``"none"``: no prior;
+        landmark sets and neighbourhood sizes without truth, and training pulls the
+        pairs it links together (``prior_weight`` of :meth:`train`); ``"none"``: no prior;
         ``"auto"`` (default): ``"gw"`` for every aligner except ``"none"`` when
         training is not label-supervised (``label_key`` is None).
     correspondence_kwargs
         Options of :func:`cellbridge.geometry.correspondence_priors`
-        (``n_landmarks``, ``k_grid``, ``epsilon``, ``max_cells``).
+        (``n_landmarks``, ``k_grid``, ``epsilon``, ``max_cells``, ``n_restarts``).
     domain_kwargs
         Per-domain options: ``likelihood`` (``"auto"`` or a name from
         :data:`~cellbridge.nn.LIKELIHOODS_BY_MODALITY`) and architecture options
@@ -444,7 +444,7 @@ class CrossModalModel:
         """The geometric correspondence priors of this model's data (computed once, then cached).
 
         The candidates tried and the one chosen (landmark restart, neighbourhood size,
-        GW value, disagreement with the other candidates) are recorded in
+        GW value, distortion, disagreement with the other candidates) are recorded in
         ``config["correspondence"]["candidates"]`` and the time spent in
         ``config["correspondence"]["seconds"]``, saved with the model.
         """

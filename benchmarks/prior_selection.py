@@ -1,0 +1,206 @@
+"""How well the correspondence prior's unsupervised selection picks among its GW candidates.
+
+The geometric prior (:mod:`cellbridge.geometry`) computes one Gromov-Wasserstein coupling
+per landmark restart x neighbourhood size and keeps one without looking at any truth.
+This script scores *every* candidate against the truth of the real data sets of
+``benchmarks/real_data.py`` (prepared the same way, training cells only, no model
+trained) and shows which candidate each selection rule keeps, per seed:
+
+- ``consensus`` (the package's rule, :func:`cellbridge.geometry.select_candidate`):
+  agreement with all other candidates;
+- ``distortion``: the lowest GW distortion under the common yardstick alone
+  (:func:`cellbridge.geometry.distortion_scores`);
+- ``witness``: agreement with the least distorting third of the candidates (tried as a
+  default in December 2026 and left: see :mod:`cellbridge.geometry`);
+- ``oracle``: the best candidate by the truth (what a perfect rule would keep).
+
+Truth scores of a coupling ``P`` between landmarks:
+
+- ``pair_agreement``: the probability that a pair drawn from ``P`` (as training draws
+  prior partners) has the same label (cell type, stage, treatment time);
+- ``foscttm`` (sci-CAR only, cells co-assayed): each RNA cell sent to the barycentre of
+  its landmark's partners in ATAC's representation; the fraction of ATAC cells closer
+  to it than its true partner.
+
+    .venv/bin/python benchmarks/prior_selection.py                        # 3 data sets x 5 seeds (~15 min)
+    .venv/bin/python benchmarks/prior_selection.py --datasets pbmc --seeds 0,1
+
+Writes ``prior_selection.tsv`` (one row per candidate: scores and which rules keep it)
+and ``prior_selection.md`` (per data set and rule: mean, sd and worst seed) under
+``benchmarks/results/`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import real_data  # noqa: E402  (the data sets, prepared as the real-data benchmark prepares them)
+
+RULES = ("consensus", "distortion", "witness", "oracle")
+
+
+def prepared_views(ds: real_data.Dataset, root: Path, workdir: Path, *, smoke: bool) -> tuple[dict, dict]:
+    """Per domain the prior's representation, labels, cell ids and, per seed, training cells
+    (``views[d]["cells"](seed)``: the model of that seed holds out its own validation cells)."""
+    from cellbridge import stages
+    from cellbridge.geometry import representation
+    from cellbridge.truth import cell_ids_for, read_truth
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)
+    config = real_data.bench_config(ds, root, workdir, smoke=smoke)
+    real_data.prepare(ds, root, config, smoke=smoke)
+    if ds.name == "scicar" and smoke:
+        real_data.subset_cells(config, workdir / "unused_peer_inputs.npz", real_data.SMOKE_CELLS["scicar"])
+    adatas = stages.read_prepared(config, None, for_training=True)
+    truth = read_truth(stages.truth_path(config)) if stages.truth_path(config) else None
+
+    def training_cells(domain: str):
+        return lambda seed: stages.build_model(config, adatas, "wasserstein", seed).data[domain].training_cells(
+            use_test_cells=False
+        )
+
+    views = {}
+    for d, a in adatas.items():
+        views[d] = {
+            "rep": representation(a.X, modality=config["domains"][d]["modality"]),
+            "cells": training_cells(d),
+            "labels": a.obs[config["label_key"]].astype(str).to_numpy(),
+            "ids": np.asarray(cell_ids_for(a.obs, truth) if truth is not None else a.obs_names),
+        }
+    return views, config["alignment"]["correspondence"]
+
+
+def _label_mix(geometry, labels: np.ndarray, names: list[str]) -> np.ndarray:
+    """Per landmark, the label distribution of its cells."""
+    codes = pd.Index(names).get_indexer(labels[geometry.cells])
+    hist = np.zeros((len(geometry.weights), len(names)))
+    np.add.at(hist, (geometry.assignment, codes), 1.0)
+    return hist / np.maximum(hist.sum(1, keepdims=True), 1)
+
+
+def truth_scores(coupling: np.ndarray, ga, gb, va: dict, vb: dict, *, paired: bool) -> dict[str, float]:
+    """``pair_agreement`` (and ``foscttm`` when the domains hold the same cells) of one coupling."""
+    from cellbridge.geometry import _correlation_rows, _row_projection
+
+    names = sorted(set(va["labels"]) | set(vb["labels"]))
+    agree = float((coupling * (_label_mix(ga, va["labels"], names) @ _label_mix(gb, vb["labels"], names).T)).sum())
+    out = {"pair_agreement": agree}
+    if paired:
+        _, ia, ib = np.intersect1d(va["ids"][ga.cells], vb["ids"][gb.cells], return_indices=True)
+        sent = _row_projection(coupling, gb.centres)[ga.assignment[ia]]
+        target = _correlation_rows(vb["rep"][gb.cells])[ib]
+        d = ((sent[:, None, :] - target[None]) ** 2).sum(-1)
+        out["foscttm"] = float((d < np.diag(d)[:, None]).mean())
+    return out
+
+
+def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
+    """Every candidate of every prior pair for one seed, with its truth scores and the rules keeping it."""
+    from cellbridge import geometry as G
+
+    keys = ("k_grid", "n_landmarks", "max_cells", "n_restarts")
+    reps = {d: v["rep"] for d, v in views.items()}
+    cells = {d: v["cells"](seed) for d, v in views.items()}
+    geoms = G.restart_geometries(reps, cells, seed=seed, **{k: options[k] for k in keys if k in options})
+    names = list(views)
+    a = names[0]
+    rows = []
+    for b in names[1:]:
+        probe = np.arange(len(cells[a]))  # the package samples CONSENSUS_CELLS; these data sets are smaller
+        cands, projections = G.candidate_couplings(geoms, a, b, probe, epsilon=options.get("epsilon", G.EPSILON))
+        distortion = G.distortion_scores(cands, [g[a] for g in geoms], [g[b] for g in geoms])
+        best, consensus = G.select_candidate(projections)
+        witnesses = np.zeros(len(cands))
+        witnesses[np.argsort(distortion, kind="stable")[: max(1, len(cands) // 3)]] = 1.0
+        witness_score = G.consensus_scores(projections, witnesses=witnesses)
+        table = []
+        for i, c in enumerate(cands):
+            g = geoms[c["restart"]]
+            table.append({"dataset": name, "seed": seed, "pair": f"{a}-{b}", "restart": c["restart"], "k": c["k"],
+                          "gw": c["gw"], "distortion": distortion[i], "witness": bool(witnesses[i]),
+                          "disagreement_witnesses": witness_score[i], "disagreement_all": consensus[i],
+                          **truth_scores(c["coupling"], g[a], g[b], views[a], views[b], paired=name == "scicar")})
+        frame = pd.DataFrame(table)
+        truth = frame["foscttm"].to_numpy() if name == "scicar" else -frame["pair_agreement"].to_numpy()
+        picks = {"consensus": best, "distortion": int(np.argmin(distortion)), "witness": int(np.argmin(witness_score)),
+                 "oracle": int(np.argmin(truth))}
+        for row_i, row in enumerate(table):
+            row["kept_by"] = ",".join(rule for rule, i in picks.items() if i == row_i)
+        rows += table
+    return rows
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per data set and rule: the kept candidates' scores, mean over pairs per seed, then mean, sd, worst seed."""
+    out = []
+    for name, block in frame.groupby("dataset", sort=False):
+        metrics = ["pair_agreement"] + (["foscttm"] if name == "scicar" else [])
+        for rule in RULES:
+            kept = block[block["kept_by"].str.split(",").apply(lambda r, rule=rule: rule in r)]
+            per_seed = kept.groupby("seed")[metrics].mean()
+            row = {"dataset": name, "rule": rule, "seeds": len(per_seed)}
+            for m in metrics:
+                worst = per_seed[m].max() if m == "foscttm" else per_seed[m].min()
+                row[m] = f"{per_seed[m].mean():.3f} ± {per_seed[m].std(ddof=1) if len(per_seed) > 1 else 0:.3f} (worst {worst:.3f})"
+            out.append(row)
+        mean_row = {"dataset": name, "rule": "mean candidate", "seeds": block["seed"].nunique()}
+        for m in metrics:
+            per_seed = block.groupby("seed")[m].mean()
+            mean_row[m] = f"{per_seed.mean():.3f} ± {per_seed.std(ddof=1) if len(per_seed) > 1 else 0:.3f}"
+        out.append(mean_row)
+    return pd.DataFrame(out).fillna("")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(real_data.DATA_ROOT))
+    parser.add_argument("--datasets", default="scicar,pbmc,scnmt")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
+    parser.add_argument("--smoke", action="store_true", help="the real-data benchmark's tiny subsets (tests)")
+    args = parser.parse_args()
+    root, out = Path(args.data).resolve(), Path(args.out).resolve()
+    workroot = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="prior_selection_"))
+    rows = []
+    for name in real_data._names(args.datasets):
+        ds = real_data.DATASETS[name]
+        if not ds.available(root):
+            print(f"[{name}] skipped: data not found in {ds.path(root)} (see ../shared/data/README.md)", flush=True)
+            continue
+        views, options = prepared_views(ds, root, workroot / name, smoke=args.smoke)
+        if args.smoke:
+            options = {**options, "n_landmarks": 30, "k_grid": [10, 20], "n_restarts": 2}
+        for seed in (int(s) for s in real_data._names(args.seeds)):
+            t0 = time.perf_counter()
+            seed_rows = score_seed(name, views, options, seed)
+            rows += seed_rows
+            kept = {r["kept_by"]: r for r in seed_rows if r["kept_by"]}
+            print(f"[{name}] seed {seed}: {len(seed_rows)} candidates, {time.perf_counter() - t0:.0f} s; "
+                  + "; ".join(f"{k}: agreement {r['pair_agreement']:.3f}" for k, r in kept.items()), flush=True)
+    if not rows:
+        raise SystemExit("no data set found")
+    frame = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    real_data._atomic(out / "prior_selection.tsv", frame.to_csv(sep="\t", index=False, float_format="%.6g"))
+    table = summary(frame)
+    text = (f"# Correspondence prior: which GW candidate each selection rule keeps\n\n"
+            f"{'SMOKE (tiny, not a result). ' if args.smoke else ''}Truth used only to score; training cells; "
+            f"{real_data.machine()}.\n\n{table.to_markdown(index=False)}\n")
+    real_data._atomic(out / "prior_selection.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

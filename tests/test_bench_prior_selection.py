@@ -1,0 +1,38 @@
+"""Smoke test of benchmarks/prior_selection.py: every candidate scored, every rule keeps one per pair."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "scnmt_gastrulation" / "rna_30.txt").exists(),
+                    reason="scNMT-seq data not found in ../shared/data (see its README)")
+def test_every_candidate_scored_and_each_rule_keeps_one_per_pair(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "prior_selection.py"), "--smoke", "--datasets", "scnmt",
+         "--seeds", "0", "--out", str(out), "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(out / "prior_selection.tsv", sep="\t", keep_default_na=False)
+    # RNA to methylation and to accessibility, 2 restarts x 2 neighbourhood sizes each
+    assert sorted(frame["pair"].unique()) == ["rna-acc", "rna-met"]
+    assert (frame.groupby("pair").size() == 4).all()
+    assert frame["pair_agreement"].between(0, 1).all() and frame["witness"].astype(str).eq("True").sum() == 2
+    for rule in ("consensus", "distortion", "witness", "oracle"):
+        kept = frame[frame["kept_by"].str.split(",").apply(lambda r, rule=rule: rule in r)]
+        assert len(kept) == 2 and sorted(kept["pair"]) == ["rna-acc", "rna-met"], rule
+    # the oracle keeps the best candidate of each pair by the truth
+    best = frame.loc[frame.groupby("pair")["pair_agreement"].idxmax()]
+    assert set(best["kept_by"].str.contains("oracle")) == {True}
+    summary = (out / "prior_selection.md").read_text()
+    assert "SMOKE" in summary and "consensus" in summary and "mean candidate" in summary
