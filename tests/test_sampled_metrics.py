@@ -285,3 +285,39 @@ def test_neighbour_and_alignment_metrics_do_not_allocate_quadratic_memory():
     finally:
         tracemalloc.stop()
     assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_evaluation_reads_a_large_prepared_matrix_by_rows_and_skips_unused_layers(run, tmp_path):
+    """With ``training.load_x: disk`` (what ``auto`` does above 2 GiB) the prepared sparse X
+    stays in its file and only scored rows are read; a layer neither the model nor a metric
+    uses is not read at all. The metrics equal those computed in memory."""
+    truth_path = tmp_path / "truth.tsv"
+    run["truth"].to_csv(truth_path, sep="\t", index=False)
+    config = validate_config({
+        "run": "t", "truth": str(truth_path), "label_key": "cell_type",
+        "domains": {"rna": {"modality": "rna", "input": "rna.h5ad"}, "image": {"modality": "image", "input": "f"}},
+        "evaluation": {"max_cells": 500}, "training": {"load_x": "disk"},
+    })
+    rna = run["prepared"]["rna"].copy()
+    rna.X = sp.csr_matrix(rna.X)
+    rna.layers["unused"] = sp.csr_matrix(np.ones(rna.shape, dtype=np.float32))
+    prepared = {"rna": tmp_path / "prep_rna.h5ad", "image": tmp_path / "prep_image.h5ad"}
+    rna.write_h5ad(prepared["rna"])
+    run["prepared"]["image"].write_h5ad(prepared["image"])
+    latents = {d: tmp_path / f"lat_{d}.h5ad" for d in ("rna", "image")}
+    for d, path in latents.items():
+        run["latents"][d].write_h5ad(path)
+    translated = {}
+    for (s, t), tr in run["translations"].items():
+        translated[(s, t)] = tmp_path / f"{s}_to_{t}.h5ad"
+        tr.write_h5ad(translated[(s, t)])
+
+    read = stages.read_prepared(config, prepared, for_evaluation=True)
+    assert not sp.issparse(read["rna"].X) and hasattr(read["rna"].X, "group")  # still in the file
+    assert "unused" not in read["rna"].layers
+    result = stages.evaluate(config, "mmd", 0, latents=latents, translated=translated, prepared=prepared,
+                             output=tmp_path / "m.json")
+    in_memory = evaluate_run(run["latents"], translations=run["translations"], prepared=run["prepared"],
+                             truth=run["truth"], label_key="cell_type", latent_dim=config["model"]["latent_dim"],
+                             max_cells=500)
+    assert result["metrics"] == in_memory["metrics"]
