@@ -67,10 +67,9 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
         n_landmarks=60, k_grid=(10, 20, 30), n_restarts=2,
     )
     (prior,) = priors
-    # every landmark restart x k is a candidate, with its distortion recorded; one is kept
+    # every landmark restart x k is a candidate; one is kept
     assert sorted((c["restart"], c["k"]) for c in prior.candidates) == [(r, k) for r in (0, 1) for k in (10, 20, 30)]
     assert [c["chosen"] for c in prior.candidates].count(True) == 1
-    assert all(np.isfinite(c["distortion"]) for c in prior.candidates)
     restricted = prior.restrict(np.arange(600), np.arange(500))
     idx = rng.integers(600, size=2000)
     partners = restricted.partners(idx, rng)
@@ -115,7 +114,7 @@ def test_distortion_ranks_the_planted_correspondence_over_a_reflection():
     Two candidates match landmarks to themselves (the truth), four to the reflection (the
     curve matched end to end). Under a common yardstick (every restart's landmarks) the
     true candidates distort least, whichever restart they were computed on; a plain
-    consensus follows the majority (why distortion is recorded beside the choice)."""
+    consensus follows the majority."""
     rng = np.random.default_rng(4)
     geoms = _planted_geometries(rng)
     cands = []
@@ -221,7 +220,7 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert "prior_loss" in history
     assert history["prior_loss"].iloc[-3:].mean() < history["prior_loss"].iloc[:2].mean()
     table = pd.DataFrame(model.config["correspondence"]["candidates"])
-    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "distortion", "disagreement", "chosen"}
+    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "disagreement", "chosen"}
     assert len(table) == 3 * 3  # default restarts x the k grid
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1

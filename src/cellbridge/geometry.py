@@ -38,8 +38,9 @@ that survives a change of neighbourhood size and of landmarks. A spurious symmet
 solution is found by few settings; the structure both domains share by many.
 
 Each candidate's **distortion** under one common yardstick (:func:`distortion_scores`:
-its coupling carried onto every restart's landmarks, GW loss under every ``k``) is
-recorded beside it, not used to choose. Measured with ``benchmarks/prior_selection.py``
+its coupling carried onto every restart's landmarks, GW loss under every ``k``) was
+measured as a criterion and is not used to choose (nor computed in training: about 5 s
+per domain pair at 300 landmarks). Measured with ``benchmarks/prior_selection.py``
 (every candidate scored against the truth) and the trained models of
 ``benchmarks/real_data.py`` (5 seeds, ``wasserstein``), December 2026:
 
@@ -644,13 +645,10 @@ def correspondence_priors(
     priors = []
     for b in names[1:]:
         cands, projections = candidate_couplings(geoms, a, b, probe, epsilon=epsilon, label_codes=label_codes)
-        # recorded, not used to choose: see the module notes (it swaps scNMT-seq's trajectories)
-        distortion = distortion_scores(cands, [g[a] for g in geoms], [g[b] for g in geoms])
         best, score = select_candidate(projections)
         table = [
             {"domain_a": a, "domain_b": b, "restart": c["restart"], "k": c["k"], "epsilon": c["epsilon"],
-             "gw": round(c["gw"], 6), "distortion": round(float(distortion[i]), 6),
-             "disagreement": round(float(score[i]), 6), "chosen": i == best}
+             "gw": round(c["gw"], 6), "disagreement": round(float(score[i]), 6), "chosen": i == best}
             for i, c in enumerate(cands)
         ]
         logger.info(

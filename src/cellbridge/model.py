@@ -444,7 +444,7 @@ class CrossModalModel:
         """The geometric correspondence priors of this model's data (computed once, then cached).
 
         The candidates tried and the one chosen (landmark restart, neighbourhood size,
-        GW value, distortion, disagreement with the other candidates) are recorded in
+        GW value, disagreement with the other candidates) are recorded in
         ``config["correspondence"]["candidates"]`` and the time spent in
         ``config["correspondence"]["seconds"]``, saved with the model.
         """
