@@ -381,7 +381,8 @@ def extra_metrics(ds: Dataset, config: dict, latents: dict) -> dict[str, float]:
     averaged over the 6 ordered pairs of domains, and its worst pair.
     """
     from cellbridge import metrics as M
-    from cellbridge.evaluate import LATENT_KEY, held_out_mask
+    from cellbridge.contract import LATENT_KEY
+    from cellbridge.evaluate import held_out_mask
 
     k = config["evaluation"]["label_k"]
     z, lab = {}, {}
@@ -418,7 +419,8 @@ def score_embedding(ds: Dataset, config: dict, z: dict[str, np.ndarray], ids: di
     import anndata as ad
 
     from cellbridge import stages
-    from cellbridge.evaluate import LATENT_KEY, evaluate_run, held_out_mask
+    from cellbridge.contract import LATENT_KEY
+    from cellbridge.evaluate import evaluate_run, held_out_mask
     from cellbridge.truth import cell_ids_for, read_truth
 
     prepared = stages.read_prepared(config)

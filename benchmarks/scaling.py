@@ -69,8 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,21 +156,14 @@ def _no_report(row: dict[str, Any], phase: str) -> None:
     """Default :data:`Report`: keep nothing."""
 
 
-@contextmanager
-def instrumented_epoch(max_steps: int | None, record: dict[str, Any]) -> Iterator[None]:
-    """Cap the trainer's epoch at ``max_steps`` steps (``None``: the full epoch) and time its validation.
+def capped_sampler(max_steps: int | None, record: dict[str, Any]):
+    """A sampler factory (``CrossModalModel.train(sampler=...)``) that caps an epoch at
+    ``max_steps`` steps (``None``: the full epoch) and records the full and the run number of
+    steps and the training cells."""
+    from cellbridge.training import default_sampler
 
-    Benchmark-only instrumentation of :mod:`cellbridge.training`: the trainer's sampler
-    (plain or label-matched) is capped and records the full and the run number of steps
-    and the training cells, and ``Trainer.validate`` records its seconds. Both are
-    restored on exit.
-    """
-    from cellbridge import training
-
-    make_sampler, validate = training.Trainer._sampler, training.Trainer.validate
-
-    def capped_sampler(self):
-        sampler = make_sampler(self)
+    def make(trainer):
+        sampler = default_sampler(trainer)
         record["full_steps"] = sampler.steps_per_epoch
         record["train_cells"] = sum(len(c) for c in sampler.cells.values())
         if max_steps is not None:
@@ -179,18 +171,7 @@ def instrumented_epoch(max_steps: int | None, record: dict[str, Any]) -> Iterato
         record["steps"] = sampler.steps_per_epoch
         return sampler
 
-    def timed_validate(self):
-        t0 = time.perf_counter()
-        try:
-            return validate(self)
-        finally:
-            record["validation_s"] = time.perf_counter() - t0
-
-    training.Trainer._sampler, training.Trainer.validate = capped_sampler, timed_validate
-    try:
-        yield
-    finally:
-        training.Trainer._sampler, training.Trainer.validate = make_sampler, validate
+    return make
 
 
 def epoch_seconds(measured_s: float, record: dict[str, Any]) -> tuple[float, str]:
@@ -320,11 +301,12 @@ def train_one_epoch(model, *, batch_size: int | str, max_steps: int | None) -> d
     """Train one (possibly capped) epoch; return its timings, full-epoch seconds and cells/s."""
     record: dict[str, Any] = {}
     t0, c0 = time.perf_counter(), cpu_seconds()
-    with instrumented_epoch(max_steps, record):
-        history = model.train(
-            max_epochs=1, batch_size=batch_size, lr=0.002, warmup_epochs=0, ramp_epochs=0, progress=False
-        )
+    history = model.train(
+        max_epochs=1, batch_size=batch_size, lr=0.002, warmup_epochs=0, ramp_epochs=0, progress=False,
+        sampler=capped_sampler(max_steps, record),
+    )
     out = {"train_wall_s": time.perf_counter() - t0, "train_cpu_s": cpu_seconds() - c0}
+    record["validation_s"] = float(history["validation_seconds"].iloc[0])
     out["measured_epoch_s"] = float(history["seconds"].iloc[0])
     out["epoch_s"], out["epoch_basis"] = epoch_seconds(out["measured_epoch_s"], record)
     out["steps_per_epoch"], out["steps_run"] = record["full_steps"], record["steps"]
@@ -428,7 +410,7 @@ def training_inputs(paths: dict[str, Path], *, rna_likelihood: str) -> dict[str,
 
 
 def _on_disk(x: Any) -> bool:
-    from cellbridge.data import on_disk
+    from cellbridge._io import on_disk
 
     return on_disk(x)
 

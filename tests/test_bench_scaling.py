@@ -17,7 +17,7 @@ import pytest
 from _bench import load_benchmark
 import scipy.sparse as sp
 
-from cellbridge.data import validate_domain
+from cellbridge.contract import validate_domain
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"

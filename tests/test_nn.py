@@ -93,6 +93,17 @@ def test_resolve_likelihood():
         resolve_likelihood("auto", "spatial")
 
 
+def test_likelihood_target_is_what_the_built_likelihood_reads():
+    from cellbridge.nn.likelihoods import LIKELIHOODS_BY_MODALITY, likelihood_target, make_likelihood
+
+    for modality, names in LIKELIHOODS_BY_MODALITY.items():
+        size = {"image_size": 16} if modality == "image" else {"n_features": 5}
+        for name in names:
+            assert likelihood_target(name, modality) == make_likelihood(name, **size).target, (modality, name)
+    assert likelihood_target("mse", "features") == "x"  # the vector MSE reads X, not crops
+    assert likelihood_target("auto", "rna") == "x" and likelihood_target("nb", "rna") == "counts"
+
+
 def _right_vs_wrong(lik, right_out, wrong_out, data, **kw):
     good = lik.loss(right_out, data, **kw)
     bad = lik.loss(wrong_out, data, **kw)

@@ -13,10 +13,9 @@ from _synthetic import FAST_TRAIN, fast_model, latent_states, make_rna
 
 from cellbridge import InputError, stages
 from cellbridge.config import load_schema, validate_config
-from cellbridge.data import MODALITIES as DATA_MODALITIES
+from cellbridge.contract import MODALITIES
 from cellbridge.model import CrossModalModel
 from cellbridge.nn.likelihoods import LIKELIHOODS_BY_MODALITY, Gaussian, VectorMSE
-from cellbridge.preprocess.counts import MODALITIES as PREPARED_MODALITIES
 from cellbridge.preprocess.counts import require_counts
 from cellbridge.preprocess.features import prepare_features
 from cellbridge.preprocess.qc import plot_qc
@@ -214,7 +213,7 @@ def test_schema_modalities_equal_the_likelihood_table():
     enum = schema["$defs"]["domain"]["properties"]["modality"]["enum"]
     assert len(enum) == len(set(enum))
     assert set(enum) == set(LIKELIHOODS_BY_MODALITY)
-    assert set(enum) == set(DATA_MODALITIES) == set(PREPARED_MODALITIES)
+    assert set(enum) == set(MODALITIES)
     # every modality has its preprocessing section, filled with defaults
     assert set(schema["properties"]["preprocess"]["properties"]) == set(enum)
     config = validate_config({"domains": {"a": {"modality": "features", "input": "a.csv"},

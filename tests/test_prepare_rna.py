@@ -15,9 +15,9 @@ import scipy.io
 import scipy.sparse as sp
 
 from cellbridge import InputError, __version__
+from cellbridge.contract import finalize_domain
 from cellbridge.preprocess.counts import (
     attach_labels,
-    finalize_domain,
     read_counts,
     validate_counts,
 )

@@ -61,11 +61,64 @@ def test_none_leaves_domains_unaligned(domains):
 def test_warmup_and_ramp_schedule():
     plan = TrainingPlan(warmup_epochs=2, ramp_epochs=4)
     assert [plan.schedule(e) for e in range(1, 8)] == [0, 0, 0.25, 0.5, 0.75, 1, 1]
-    assert plan.full_weight_epoch == 6
+    assert plan.full_weight_epoch() == 6
     constant = TrainingPlan(warmup_epochs=2, align_schedule="constant")
     assert [constant.schedule(e) for e in (2, 3)] == [0, 1]
     with pytest.raises(ValueError, match="align_schedule"):
         TrainingPlan(align_schedule="cosine")
+
+
+def test_schedule_counts_steps_when_an_epoch_is_long():
+    from cellbridge.training import SCHEDULE_EPOCH_STEPS as S
+
+    plan = TrainingPlan(warmup_epochs=2, ramp_epochs=4)
+    # short epochs: the data's epoch, whatever the step
+    assert plan.schedule_epoch(3, S - 1, S) == 3 and plan.full_weight_epoch(S) == 6
+    # an epoch of 2.5 schedule epochs: the weight leaves 0 half-way through the data's first epoch
+    steps = int(2.5 * S)
+    weights = [plan.schedule(plan.schedule_epoch(1, s, steps)) for s in range(steps)]
+    assert weights[2 * S - 1] == 0 and weights[2 * S] == 0.25
+    assert plan.schedule(plan.schedule_epoch(3, 0, steps)) == 1.0  # step 5S: schedule epoch 6
+    assert plan.full_weight_epoch(steps) == 3  # schedule epoch 6 starts at step 5S, in data epoch 3
+    assert plan.full_weight_epoch(10 * S) == 1
+
+
+def test_long_epochs_turn_alignment_on_within_the_epoch(domains, monkeypatch):
+    # 160 cells, 90% trained, batches of 16: 9 steps per epoch, counted as 3 schedule epochs of 3 steps
+    monkeypatch.setattr("cellbridge.training.SCHEDULE_EPOCH_STEPS", 3)
+    _, history = _train(domains, "wasserstein", 2, batch_size=16, warmup_epochs=1, ramp_epochs=2)
+    # epoch 1: 3 steps at 0, 3 at 0.5, 3 at 1; epoch 2: all at 1
+    assert history["schedule"].tolist() == pytest.approx([0.5, 1.0])
+    _, per_epoch = _train(domains, "wasserstein", 2, batch_size=64, warmup_epochs=1, ramp_epochs=2)
+    assert per_epoch["schedule"].tolist() == [0.0, 0.5]  # 3 steps per epoch: the data's epochs
+
+
+def test_warmup_skips_the_alignment_term_but_validation_measures_it(domains, tmp_path):
+    _, history = _train(domains, "wasserstein", 3, warmup_epochs=2, ramp_epochs=1)
+    assert history["align"].isna().tolist() == [True, True, False]
+    assert np.isfinite(history["val_align"]).all() and history["schedule"].tolist() == [0, 0, 1]
+    png = plot_history(history, tmp_path / "curves.png")
+    assert png.stat().st_size > 10_000
+
+
+def test_a_sampler_factory_replaces_the_default(domains):
+    from cellbridge.training import default_sampler
+
+    built = []
+
+    def two_steps(trainer):
+        sampler = default_sampler(trainer)
+        sampler.steps_per_epoch = 2
+        built.append(sampler)
+        return sampler
+
+    _, history = _train(domains, "wasserstein", 2, sampler=two_steps)
+    assert len(built) == 1 and type(built[0]).__name__ == "CorrespondenceSampler"  # unsupervised: the prior's
+    full = _train(domains, "wasserstein", 1)[1]
+    # 2 steps of 32 cells per domain, against 5 in a full epoch of 144 cells
+    assert history["cells_per_s"].iloc[0] * history["seconds"].iloc[0] == pytest.approx(2 * 2 * 32)
+    assert full["cells_per_s"].iloc[0] * full["seconds"].iloc[0] == pytest.approx(5 * 2 * 32)
+    assert (history["validation_seconds"] > 0).all() and (history["validation_seconds"] < history["seconds"]).all()
 
 
 def test_three_domains_train():
@@ -229,7 +282,7 @@ def test_auto_batch_size_keeps_128_until_an_epoch_exceeds_2048_steps():
 
 def test_history_reports_speed_and_memory_and_auto_batch(domains):
     model, history = _train(domains, "mmd", 2, batch_size="auto")
-    assert list(history.columns[-3:]) == list(COST_COLUMNS)
+    assert list(history.columns[-len(COST_COLUMNS):]) == list(COST_COLUMNS)
     assert (history["cells_per_s"] > 0).all() and (history["peak_memory_mb"] > 50).all()
     assert model.training_settings["batch_size"] == 128 and model.training_settings["rule"] == "auto"
     with pytest.raises(ValueError, match="batch_size"):

@@ -7,14 +7,10 @@ MMD) pulls the domains together so cells can be encoded in one domain and decode
 in another, following Yang et al., Nat. Commun. 12, 31 (2021).
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cellbridge")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0+unknown"
-
 from ._io import InputError
+from .contract import package_version
+
+__version__ = package_version()
 
 __all__ = ["CrossModalModel", "InputError", "__version__"]
 

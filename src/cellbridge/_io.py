@@ -1,4 +1,4 @@
-"""File helpers shared by every stage: clear input errors and atomic writes.
+"""File helpers shared by every stage: clear input errors, atomic writes, matrices left on disk.
 
 Every output is written to a temporary file in the destination folder and moved
 into place with :func:`os.replace`, so an interrupted or failed step never leaves
@@ -15,6 +15,9 @@ import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
 
 logger = logging.getLogger("cellbridge")
 
@@ -314,3 +317,104 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
+
+
+# ------------------------------------------------------------ matrices left in their file
+#: entries handled at once by the whole-matrix checks and statistics below, so their
+#: temporaries stay small (a few tens of MB) however many cells a domain has
+BLOCK_ENTRIES = 1 << 22
+
+
+def block_rows(row_size: int) -> int:
+    """Rows per block so that a block holds about :data:`BLOCK_ENTRIES` entries."""
+    return max(1, BLOCK_ENTRIES // max(1, row_size))
+
+
+class OnDiskCSR:
+    """A CSR matrix left in its ``.h5ad`` file; rows are read when selected.
+
+    Wraps anndata's on-disk sparse dataset with what training and the whole-matrix
+    checks need: ``shape``, ``ndim``, ``dtype`` and row selection by slice or integer
+    array (``m[rows]``, an in-memory float32 CSR with the rows in the order asked), with
+    an optional column order applied after reading (a model's feature order).
+
+    Parameters
+    ----------
+    dataset
+        ``anndata.abc.CSRDataset`` (``anndata.io.sparse_dataset`` of the file's ``X``).
+    columns
+        Column indices to keep, in order (``None``: all).
+    binary
+        Return ``1`` where a value is positive, else ``0`` (a Bernoulli target read from ``X``).
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+    #: an index array is read as the contiguous span it covers when the span is at most
+    #: this many times its length (one sequential read beats many small ones)
+    SPAN_FACTOR = 4
+
+    def __init__(self, dataset: Any, columns: np.ndarray | None = None, *, binary: bool = False):
+        self.dataset = dataset
+        self.columns = columns
+        self.binary = binary
+        n_rows, n_cols = dataset.shape
+        self.shape = (n_rows, n_cols if columns is None else len(columns))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice | np.ndarray) -> sp.csr_matrix:
+        if isinstance(rows, slice):
+            block = self.dataset[rows]
+        else:
+            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if rows.size == 0:
+                return sp.csr_matrix((0, self.shape[1]), dtype=np.float32)
+            low, high = int(rows.min()), int(rows.max()) + 1
+            if high - low <= self.SPAN_FACTOR * rows.size:
+                block = self.dataset[low:high][rows - low]
+            else:
+                # the file is read in increasing row order, once per distinct row
+                unique, inverse = np.unique(rows, return_inverse=True)
+                block = self.dataset[unique][inverse]
+        if self.columns is not None:
+            block = block[:, self.columns]
+        if self.binary:
+            block = block > 0
+        return sp.csr_matrix(block, dtype=np.float32)
+
+    def with_columns(self, columns: np.ndarray | None) -> OnDiskCSR:
+        """The same file with ``columns`` (of this view) selected."""
+        if columns is None:
+            return self
+        base = columns if self.columns is None else self.columns[columns]
+        return OnDiskCSR(self.dataset, base, binary=self.binary)
+
+    def binarized(self) -> OnDiskCSR:
+        """The same file read as 0/1 (positive entries -> 1)."""
+        return OnDiskCSR(self.dataset, self.columns, binary=True)
+
+    def blocks(self) -> Iterator[sp.csr_matrix]:
+        """The whole matrix as consecutive in-memory row blocks of about :data:`BLOCK_ENTRIES` values."""
+        step = block_rows(self.shape[1])
+        for start in range(0, self.shape[0], step):
+            yield self[start : start + step]
+
+
+def on_disk(mat: Any) -> bool:
+    """Whether ``mat`` is a sparse matrix left in its file (anndata's dataset or :class:`OnDiskCSR`)."""
+    if isinstance(mat, OnDiskCSR):
+        return True
+    try:
+        from anndata.abc import CSRDataset
+    except ImportError:  # anndata < 0.11 has no lazy datasets
+        return False
+    return isinstance(mat, CSRDataset)
+
+
+def as_rows(mat: Any) -> Any:
+    """``mat`` with on-disk datasets wrapped in :class:`OnDiskCSR`; anything else unchanged."""
+    if on_disk(mat) and not isinstance(mat, OnDiskCSR):
+        return OnDiskCSR(mat)
+    return mat

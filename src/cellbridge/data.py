@@ -1,14 +1,14 @@
 """Register prepared AnnData domains as tensors for training and inference.
 
-A prepared domain follows the AnnData contract of ``docs/design.md``. This module
-checks that contract (:func:`validate_domain`), matches features against a trained
-model (:func:`feature_order`) and serves minibatches (:class:`DomainData`).
+A prepared domain follows the contract of :mod:`cellbridge.contract` (which also
+checks it). This module matches features against a trained model
+(:func:`feature_order`) and serves minibatches (:class:`DomainData`).
 
 Dense matrices are held as torch tensors (moved to the training device once);
 sparse matrices stay CSR and only each minibatch is densified, so large ATAC
 matrices are never densified as a whole. A sparse ``X`` read lazily
 (:func:`cellbridge._io.read_h5ad` with ``lazy_x=True``) stays in its file
-(:class:`OnDiskCSR`): each minibatch's rows are read from disk, so a million-cell
+(:class:`cellbridge._io.OnDiskCSR`): each minibatch's rows are read from disk, so a million-cell
 domain costs its crops and labels in memory, not its matrix.
 """
 
@@ -23,236 +23,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ._io import InputError
-
-#: modalities a prepared domain may have; everything but "image" is a vector domain
-MODALITIES = ("rna", "atac", "protein", "image", "features")
-#: obs column marking held-out cells; cells with value ``"test"`` are never trained on
-SPLIT_KEY = "split"
-
-
-def domain_error(name: str, adata: Any, problem: str) -> InputError:
-    """An :class:`InputError` naming the domain (and its source file when known)."""
-    source = None
-    try:
-        source = adata.uns["cellbridge"].get("source")
-    except (AttributeError, KeyError, TypeError):
-        pass
-    where = f"domain {name!r}" + (f" ({source})" if source else "")
-    return InputError(where, problem)
-
-
-def domain_modality(adata: Any, name: str) -> str:
-    """Modality recorded in ``adata.uns["cellbridge"]["modality"]``, checked."""
-    meta = getattr(adata, "uns", {}).get("cellbridge") if hasattr(adata, "uns") else None
-    if not isinstance(meta, Mapping) or "modality" not in meta:
-        raise domain_error(name, adata, 'uns["cellbridge"]["modality"] is missing; is this a prepared domain?')
-    modality = meta["modality"]
-    if modality not in MODALITIES:
-        raise domain_error(name, adata, f"unknown modality {modality!r}; expected one of {MODALITIES}")
-    return str(modality)
-
-
-def domain_params(adata: Any) -> dict[str, Any]:
-    """Preprocessing parameters recorded in ``uns["cellbridge"]["params"]`` (JSON-able copy)."""
-    params = adata.uns.get("cellbridge", {}).get("params", {})
-    return _jsonable(dict(params))
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays and nested mappings to plain JSON types."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-#: entries handled at once by the whole-matrix checks and statistics below, so their
-#: temporaries stay small (a few tens of MB) however many cells a domain has
-_BLOCK_ENTRIES = 1 << 22
-
-
-def _block_rows(row_size: int) -> int:
-    """Rows per block so that a block holds about :data:`_BLOCK_ENTRIES` entries."""
-    return max(1, _BLOCK_ENTRIES // max(1, row_size))
-
-
-class OnDiskCSR:
-    """A CSR matrix left in its ``.h5ad`` file; rows are read when selected.
-
-    Wraps anndata's on-disk sparse dataset with what training and the whole-matrix
-    checks need: ``shape``, ``ndim``, ``dtype`` and row selection by slice or integer
-    array (``m[rows]``, an in-memory float32 CSR with the rows in the order asked), with
-    an optional column order applied after reading (a model's feature order).
-
-    Parameters
-    ----------
-    dataset
-        ``anndata.abc.CSRDataset`` (``anndata.io.sparse_dataset`` of the file's ``X``).
-    columns
-        Column indices to keep, in order (``None``: all).
-    binary
-        Return ``1`` where a value is positive, else ``0`` (a Bernoulli target read from ``X``).
-    """
-
-    ndim = 2
-    dtype = np.dtype(np.float32)
-    #: an index array is read as the contiguous span it covers when the span is at most
-    #: this many times its length (one sequential read beats many small ones)
-    SPAN_FACTOR = 4
-
-    def __init__(self, dataset: Any, columns: np.ndarray | None = None, *, binary: bool = False):
-        self.dataset = dataset
-        self.columns = columns
-        self.binary = binary
-        n_rows, n_cols = dataset.shape
-        self.shape = (n_rows, n_cols if columns is None else len(columns))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, rows: slice | np.ndarray) -> sp.csr_matrix:
-        if isinstance(rows, slice):
-            block = self.dataset[rows]
-        else:
-            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-            if rows.size == 0:
-                return sp.csr_matrix((0, self.shape[1]), dtype=np.float32)
-            low, high = int(rows.min()), int(rows.max()) + 1
-            if high - low <= self.SPAN_FACTOR * rows.size:
-                block = self.dataset[low:high][rows - low]
-            else:
-                # the file is read in increasing row order, once per distinct row
-                unique, inverse = np.unique(rows, return_inverse=True)
-                block = self.dataset[unique][inverse]
-        if self.columns is not None:
-            block = block[:, self.columns]
-        if self.binary:
-            block = block > 0
-        return sp.csr_matrix(block, dtype=np.float32)
-
-    def with_columns(self, columns: np.ndarray | None) -> OnDiskCSR:
-        """The same file with ``columns`` (of this view) selected."""
-        if columns is None:
-            return self
-        base = columns if self.columns is None else self.columns[columns]
-        return OnDiskCSR(self.dataset, base, binary=self.binary)
-
-    def binarized(self) -> OnDiskCSR:
-        """The same file read as 0/1 (positive entries -> 1)."""
-        return OnDiskCSR(self.dataset, self.columns, binary=True)
-
-    def blocks(self) -> Iterator[sp.csr_matrix]:
-        """The whole matrix as consecutive in-memory row blocks of about :data:`_BLOCK_ENTRIES` values."""
-        step = _block_rows(self.shape[1])
-        for start in range(0, self.shape[0], step):
-            yield self[start : start + step]
-
-
-def on_disk(mat: Any) -> bool:
-    """Whether ``mat`` is a sparse matrix left in its file (anndata's dataset or :class:`OnDiskCSR`)."""
-    if isinstance(mat, OnDiskCSR):
-        return True
-    try:
-        from anndata.abc import CSRDataset
-    except ImportError:  # anndata < 0.11 has no lazy datasets
-        return False
-    return isinstance(mat, CSRDataset)
-
-
-def as_rows(mat: Any) -> Any:
-    """``mat`` with on-disk datasets wrapped in :class:`OnDiskCSR`; anything else unchanged."""
-    if on_disk(mat) and not isinstance(mat, OnDiskCSR):
-        return OnDiskCSR(mat)
-    return mat
-
-
-def _is_finite(mat: Any) -> bool:
-    mat = as_rows(mat)
-    if isinstance(mat, OnDiskCSR):
-        return all(bool(np.isfinite(block.data).all()) for block in mat.blocks())
-    data = mat.data if sp.issparse(mat) else np.asarray(mat).reshape(-1)
-    # blockwise: np.isfinite of a whole million-cell matrix is a temporary of a quarter of its size
-    return all(bool(np.isfinite(data[i : i + _BLOCK_ENTRIES]).all()) for i in range(0, data.size, _BLOCK_ENTRIES))
-
-
-def _check_matrix(name: str, adata: Any, mat: Any, what: str, *, nonnegative: bool = False) -> None:
-    if mat is None:
-        raise domain_error(name, adata, f"{what} is missing")
-    if mat.shape != (adata.n_obs, adata.n_vars):
-        raise domain_error(name, adata, f"{what} has shape {mat.shape}, expected {(adata.n_obs, adata.n_vars)}")
-    if not _is_finite(mat):
-        raise domain_error(name, adata, f"{what} contains NaN or infinite values")
-    if nonnegative:
-        data = mat.data if sp.issparse(mat) else np.asarray(mat)
-        if data.size and data.min() < 0:
-            raise domain_error(name, adata, f"{what} contains negative values; raw counts expected")
-
-
-def image_size_of(adata: Any, name: str) -> int:
-    """Side of the square crops in ``obsm["image"]``, checked."""
-    from .nn.conv import n_stages_for
-
-    if "image" not in adata.obsm:
-        raise domain_error(name, adata, 'obsm["image"] is missing; image domains need their nucleus crops')
-    img = adata.obsm["image"]
-    if np.ndim(img) != 3 or img.shape[1] != img.shape[2]:
-        raise domain_error(name, adata, f'obsm["image"] must have shape (n_cells, S, S), got {np.shape(img)}')
-    try:
-        n_stages_for(img.shape[1])
-    except ValueError as err:
-        raise domain_error(name, adata, f'obsm["image"]: {err} (set the crop size of the image preprocessing)') from None
-    if not _is_finite(img):
-        raise domain_error(name, adata, 'obsm["image"] contains NaN or infinite values')
-    return int(img.shape[1])
-
-
-def validate_domain(adata: Any, name: str, *, likelihood_target: str | None = None) -> str:
-    """Check that ``adata`` is a usable prepared domain; return its modality.
-
-    Parameters
-    ----------
-    adata
-        Prepared AnnData.
-    name
-        Domain name (used in error messages).
-    likelihood_target
-        Data the domain's likelihood needs: ``"x"``, ``"counts"``, ``"binary"`` or ``"image"``.
-
-    Raises
-    ------
-    InputError
-        Naming the domain and the problem.
-    """
-    import anndata as ad
-
-    if not isinstance(adata, ad.AnnData):
-        raise InputError(f"domain {name!r}", f"expected an AnnData, got {type(adata).__name__}")
-    modality = domain_modality(adata, name)
-    if adata.n_obs == 0:
-        raise domain_error(name, adata, "has no cells")
-    if not adata.obs_names.is_unique:
-        dup = adata.obs_names[adata.obs_names.duplicated()][:5].tolist()
-        raise domain_error(name, adata, f"obs_names are not unique (e.g. {dup})")
-    if modality == "image":
-        image_size_of(adata, name)
-        return modality
-    if adata.n_vars == 0:
-        raise domain_error(name, adata, "has no features")
-    if not adata.var_names.is_unique:
-        dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
-        raise domain_error(name, adata, f"var_names are not unique (e.g. {dup})")
-    _check_matrix(name, adata, adata.X, "X")
-    if likelihood_target == "counts":
-        _check_matrix(name, adata, adata.layers.get("counts"), 'layers["counts"]', nonnegative=True)
-    if likelihood_target == "binary" and "binary" in adata.layers:
-        _check_matrix(name, adata, adata.layers["binary"], 'layers["binary"]', nonnegative=True)
-    return modality
+from ._io import InputError, OnDiskCSR, as_rows, block_rows
+from .contract import SPLIT_KEY, domain_error, validate_domain
 
 
 def feature_order(adata: Any, name: str, features: Sequence[str]) -> np.ndarray | None:
@@ -332,7 +104,7 @@ def estimate_x_scale(x: Any) -> float:
         if x.size and x.min() < 0:
             return float("nan")
     # row blocks: expm1 of the whole matrix would copy it (values and, for CSR, indices)
-    step = _block_rows(x.shape[1])
+    step = block_rows(x.shape[1])
     totals = np.concatenate([_row_totals_expm1(x[i : i + step]) for i in range(0, x.shape[0], step)] or [np.zeros(0)])
     totals = totals[totals > 0]
     return float(np.median(totals)) if totals.size else float("nan")
@@ -388,7 +160,7 @@ def mean_feature_variance(mat: Any, rows: np.ndarray | None = None) -> float:
     n_rows = mat.shape[0] if rows is None else len(rows)
     if n_rows == 0:
         return 1.0
-    step = _block_rows(int(np.prod(mat.shape[1:])))
+    step = block_rows(int(np.prod(mat.shape[1:])))
     starts = range(0, n_rows, step)
     blocks = [slice(i, i + step) for i in starts] if rows is None else [rows[i : i + step] for i in starts]
     mat = as_rows(mat)

@@ -36,11 +36,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import metrics as M
+from .contract import LATENT_KEY, SPLIT_KEY
 from .truth import cell_ids_for, paired_indices
 
 logger = logging.getLogger("cellbridge")
 
-LATENT_KEY = "X_cellbridge"
 #: the metrics that decide a comparison; the first ones are what the report shows on top
 HEADLINE_METRICS = (
     "foscttm",
@@ -106,7 +106,7 @@ def take_rows(x, rows: np.ndarray):
     return block[inverse]
 
 
-def held_out_mask(adata: ad.AnnData, split_key: str = "split") -> tuple[np.ndarray, bool]:
+def held_out_mask(adata: ad.AnnData, split_key: str = SPLIT_KEY) -> tuple[np.ndarray, bool]:
     """Boolean mask of held-out cells, and whether a held-out split existed at all.
 
     Without an ``obs[split_key]`` column holding ``"test"``, every cell is scored (the
@@ -171,7 +171,7 @@ def evaluate_run(
     label_k: int = 5,
     entropy_k: int = 30,
     top_genes: int = 100,
-    split_key: str = "split",
+    split_key: str = SPLIT_KEY,
     max_cells: int = MAX_CELLS,
     sample_seed: int = 0,
 ) -> dict[str, Any]:

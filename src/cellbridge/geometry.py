@@ -126,7 +126,7 @@ def representation(x: Any, *, modality: str = "rna", n_components: int = N_COMPO
     """
     from sklearn.decomposition import PCA, TruncatedSVD
 
-    from .data import OnDiskCSR, as_rows
+    from ._io import OnDiskCSR, as_rows
 
     n, p = x.shape
     x = as_rows(x)

@@ -32,33 +32,27 @@ import torch
 
 from ._io import InputError, atomic_path, load_tensors, write_json, write_table
 from .align import LabelClassifier, get_aligner
-from .data import (
-    DomainData,
-    domain_modality,
-    domain_params,
-    estimate_x_scale,
-    mean_feature_variance,
-    image_size_of,
-    label_categories,
-)
+from .contract import LATENT_KEY, domain_modality, domain_params, image_size_of, package_version
+from .data import DomainData, estimate_x_scale, label_categories, mean_feature_variance
 from .nn.autoencoder import CrossModalModule, DomainAutoencoder, architecture_options
-from .nn.likelihoods import make_likelihood, resolve_likelihood
+from .nn.likelihoods import likelihood_target, resolve_likelihood
 from .training import (
     MAX_STEPS_PER_EPOCH,
     REFERENCE_BATCH_SIZE,
     AnchorSet,
     Callback,
+    SamplerFactory,
     Trainer,
     TrainingPlan,
     auto_batch_size,
     check_label_supervision,
+    default_sampler,
     resolve_device,
     scaled_lr,
 )
 
 logger = logging.getLogger("cellbridge")
 
-LATENT_KEY = "X_cellbridge"
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.tsv"
@@ -70,19 +64,6 @@ PRIOR_OUTPUTS = ("candidates", "seconds")
 #: log1p-normalised, ATAC a TF-IDF of 0/1 values. Predictions in their ``X`` space are
 #: clipped at 0 (a Gaussian decoder can undershoot); protein CLR and features can be negative.
 NONNEGATIVE_X = frozenset({"rna", "atac"})
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("cellbridge")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-def _likelihood_target(name: str) -> str:
-    return type(make_likelihood(name, n_features=1, image_size=8)).target
 
 
 class CrossModalModel:
@@ -241,7 +222,7 @@ class CrossModalModel:
         return DomainData.from_anndata(
             adata,
             name,
-            likelihood_target=_likelihood_target(cfg["likelihood"]),
+            likelihood_target=likelihood_target(cfg["likelihood"], modality),
             features=cfg["features"] if check_features and modality != "image" else None,
             label_key=self.config["label_key"],
             label_categories=self.config["labels"],
@@ -323,6 +304,7 @@ class CrossModalModel:
         resume: bool = True,
         progress: bool = True,
         callbacks: Sequence[Callback] = (),
+        sampler: SamplerFactory = default_sampler,
     ) -> pd.DataFrame:
         """Train all autoencoders jointly with the alignment loss.
 
@@ -344,7 +326,9 @@ class CrossModalModel:
             a slower discriminator keeps the adversarial game stable).
         warmup_epochs
             Epochs in which the autoencoders train without the alignment loss
-            (label and anchor supervision are on from the start).
+            (label and anchor supervision are on from the start). Warm-up and ramp
+            count epochs of at most 128 optimiser steps: on large data a pass over
+            the cells counts as several (:data:`~cellbridge.training.SCHEDULE_EPOCH_STEPS`).
         ramp_epochs, align_schedule
             ``"linear"``: the alignment weight grows from 0 to ``align_weight``
             over ``ramp_epochs`` after warm-up; ``"constant"``: full weight right
@@ -383,6 +367,10 @@ class CrossModalModel:
             Show a progress bar.
         callbacks
             ``callback(epoch, row)`` after each epoch.
+        sampler
+            Builds the minibatch sampler from the :class:`~cellbridge.training.Trainer`
+            (default :func:`~cellbridge.training.default_sampler`); for benchmarks and
+            experiments, e.g. an epoch capped at a number of steps.
 
         Returns
         -------
@@ -410,7 +398,7 @@ class CrossModalModel:
         trainer = Trainer(
             self.module, self.data, plan, anchors=self.anchors, priors=priors, device=self.device, fingerprint=self._settings(),
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, progress=progress,
-            callbacks=callbacks,
+            callbacks=callbacks, sampler=sampler,
         )
         self.history = trainer.fit()
         return self.history
@@ -575,7 +563,7 @@ class CrossModalModel:
             "method": str(self.config["alignment"]),
             "seed": int(self.config["seed"]),
             "model_path": str(self.path) if self.path is not None else "not saved",
-            "version": _package_version(),
+            "version": package_version(),
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if "x_clipped_at" in meta:
@@ -650,7 +638,7 @@ class CrossModalModel:
             "modality": cfg["modality"],
             "domain": target,
             "params": cfg["params"],
-            "version": _package_version(),
+            "version": package_version(),
         }
         if cfg["modality"] in NONNEGATIVE_X:
             # the prepared X of this modality is >= 0; a Gaussian decoder can undershoot
@@ -674,7 +662,7 @@ class CrossModalModel:
         state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
         with atomic_path(path / MODEL_FILE) as tmp:
             torch.save(state, tmp)
-        write_json({"cellbridge_version": _package_version(), "config": self.config}, path / CONFIG_FILE)
+        write_json({"cellbridge_version": package_version(), "config": self.config}, path / CONFIG_FILE)
         if self.history is not None:
             write_table(self.history, path / HISTORY_FILE)
         self.path = path

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import InputError, read_h5ad, write_h5ad
+from .contract import LATENT_KEY
 
 logger = logging.getLogger("cellbridge")
 
@@ -291,11 +292,10 @@ def read_prepared(
 
 def training_layers(config: dict[str, Any], domain: str) -> tuple[str, ...]:
     """Layers the domain's likelihood reads: ``counts`` (negative binomial), ``binary`` (Bernoulli) or none."""
-    from .nn.likelihoods import make_likelihood, resolve_likelihood
+    from .nn.likelihoods import likelihood_target
 
     dom = config["domains"][domain]
-    name = resolve_likelihood(dom.get("model", {}).get("likelihood", "auto"), dom["modality"])
-    target = type(make_likelihood(name, n_features=1, image_size=8)).target
+    target = likelihood_target(dom.get("model", {}).get("likelihood", "auto"), dom["modality"])
     return (target,) if target in ("counts", "binary") else ()
 
 
@@ -459,7 +459,7 @@ def train(
     for domain, adata in adatas.items():
         # slim: the cells' obs and latent, not another copy of the prepared matrices
         latent = ad.AnnData(obs=adata.obs.copy(), uns=dict(adata.uns))
-        latent.obsm["X_cellbridge"] = model.get_latent(domain, adata)
+        latent.obsm[LATENT_KEY] = model.get_latent(domain, adata)
         latent.uns.setdefault("cellbridge", {})["model"] = {"method": method, "seed": int(seed), "path": str(out)}
         if candidates:
             latent.uns["cellbridge"]["correspondence"] = candidates
@@ -469,6 +469,16 @@ def train(
 
 
 # --------------------------------------------------------------------------- translation
+def domain_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (source, target) pair of domains, ``d -> d`` (reconstruction) included: one translation each.
+
+    The workflow builds its file lists from these pair lists and hands them to the jobs as
+    ``params``, so a rule's outputs and its script's pairs come from one place.
+    """
+    doms = list(config["domains"])
+    return [(s, t) for s in doms for t in doms]
+
+
 def image_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     """(source, target) pairs with an image target and another source: those get a gallery."""
     doms = config["domains"]
@@ -564,7 +574,7 @@ def cell_rows(adata, rows: slice | Sequence[int]):
     """
     import anndata as ad
 
-    from .data import as_rows
+    from ._io import as_rows
 
     def take(values):
         return values.iloc[rows] if hasattr(values, "iloc") else values[rows]
@@ -777,9 +787,14 @@ X_UNITS = {
 
 
 def vector_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """Cross-domain (source, target) pairs with a vector target: scatter plots when truth exists."""
+    """Cross-domain (source, target) pairs with a vector target."""
     doms = config["domains"]
     return [(s, t) for s in doms for t in doms if s != t and doms[t]["modality"] != "image"]
+
+
+def scatter_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """The pairs ``evaluate`` draws a predicted-against-measured scatter for: vector targets, when truth exists."""
+    return vector_pairs(config) if config.get("truth") else []
 
 
 def evaluate(
@@ -880,7 +895,7 @@ def plot_latents(
     """
     import numpy as np
 
-    from .evaluate import LATENT_KEY, held_out_mask, labels_for
+    from .evaluate import held_out_mask, labels_for
     from .plotting import plot_joint_latent
     from .truth import cell_ids_for
 

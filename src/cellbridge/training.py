@@ -15,9 +15,13 @@ domains' batches hold the prior partners of the first domain's batch, row by row
 (:class:`CorrespondenceSampler`), and ``prior`` is :func:`~cellbridge.align.anchor_loss`
 on those rows: the squared distance between partners relative to non-partners.
 
-where ``w`` is 0 during the warm-up epochs (the autoencoders learn alone), then
+where ``w`` is 0 during the warm-up epochs (the autoencoders learn alone, and the
+alignment term of OT and MMD is not computed), then
 ramps linearly to 1 over ``ramp_epochs`` (``align_schedule="linear"``) or jumps
-to 1 (``"constant"``). Supervision (labels, anchors) is on from the first epoch:
+to 1 (``"constant"``). The schedule counts epochs of at most
+:data:`SCHEDULE_EPOCH_STEPS` optimiser steps: on large data one pass over the cells
+counts as several schedule epochs and the weight changes within it (see
+:meth:`TrainingPlan.schedule_epoch`). Supervision (labels, anchors) is on from the first epoch:
 it organises each domain's latent around the shared labels before distribution
 matching starts, so the aligner finds type-to-type correspondences instead of
 whatever matching of unorganised clouds is cheapest. An adversarial aligner's
@@ -142,6 +146,15 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+#: Longest epoch of the alignment schedule, in optimiser steps (128 steps of 128 cells
+#: = 16,384 cells). The autoencoders settle in a number of *steps*: the warm-up of every
+#: data set the defaults were set on (demo, sci-CAR, PBMC, scNMT-seq: 4-16 steps per
+#: epoch) is under 100 steps. Counted in passes over the data instead, a million cells'
+#: 5-epoch warm-up would be 10,000 steps of 512 cells, and a one-epoch run would never
+#: align. Data with at most this many steps per epoch keep the per-epoch schedule exactly.
+SCHEDULE_EPOCH_STEPS = 128
+
+
 @dataclass
 class TrainingPlan:
     """Options of one training run (see :meth:`cellbridge.CrossModalModel.train`)."""
@@ -191,12 +204,25 @@ class TrainingPlan:
             return 1.0
         return min(1.0, after / self.ramp_epochs)
 
-    @property
-    def full_weight_epoch(self) -> int:
-        """First epoch at which the schedule has reached 1."""
+    def schedule_epoch(self, epoch: int, step: int, steps_per_epoch: int) -> int:
+        """The schedule's 1-based epoch at 0-based ``step`` of the data's 1-based ``epoch``.
+
+        The data's epoch itself when it has at most :data:`SCHEDULE_EPOCH_STEPS` steps;
+        otherwise one schedule epoch per :data:`SCHEDULE_EPOCH_STEPS` steps of training.
+        """
+        if steps_per_epoch <= SCHEDULE_EPOCH_STEPS:
+            return epoch
+        return ((epoch - 1) * steps_per_epoch + step) // SCHEDULE_EPOCH_STEPS + 1
+
+    def full_weight_epoch(self, steps_per_epoch: int = 1) -> int:
+        """First epoch of the data in which the schedule reaches 1."""
         if self.align_schedule == "constant" or self.ramp_epochs <= 0:
-            return self.warmup_epochs + 1
-        return self.warmup_epochs + self.ramp_epochs
+            full = self.warmup_epochs + 1
+        else:
+            full = self.warmup_epochs + self.ramp_epochs
+        if steps_per_epoch <= SCHEDULE_EPOCH_STEPS:
+            return full
+        return (full - 1) * SCHEDULE_EPOCH_STEPS // steps_per_epoch + 1
 
     def resume_key(self) -> dict[str, Any]:
         """Options that must match for a checkpoint to be resumed (not the epoch budget)."""
@@ -412,6 +438,28 @@ class CorrespondenceSampler(BalancedSampler):
             }
 
 
+def default_sampler(trainer: Trainer) -> BalancedSampler:
+    """The minibatch sampler of a run: partner batches under a correspondence prior; else
+    label-matched batches when asked for and every domain has labels; else plain balanced ones.
+
+    Called once by :class:`Trainer` (its ``sampler`` argument) after the training cells,
+    priors and random generator are set; a replacement takes the trainer and returns any
+    object with ``epoch()``, ``steps_per_epoch``, ``batch_sizes`` and ``cells``.
+    """
+    plan, rng = trainer.plan, trainer.rng
+    if trainer.priors:
+        return CorrespondenceSampler(trainer.train_cells, trainer.priors, plan.batch_size, rng)
+    labels = {name: trainer.data[name].labels for name in trainer.domains}
+    if not plan.match_label_batches or any(v is None for v in labels.values()) or len(trainer.domains) < 2:
+        return BalancedSampler(trainer.train_cells, plan.batch_size, rng)
+    labels = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in labels.items()}
+    return LabelMatchedSampler(trainer.train_cells, labels, plan.batch_size, rng)
+
+
+#: builds a run's minibatch sampler from its :class:`Trainer` (see :func:`default_sampler`)
+SamplerFactory = Callable[["Trainer"], BalancedSampler]
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: the first CUDA device when available, else the CPU."""
     if isinstance(device, torch.device):
@@ -446,6 +494,9 @@ class Trainer:
     callbacks
         Called as ``callback(epoch, history_row)`` after each epoch (after its
         checkpoint is written); an exception raised there stops training.
+    sampler
+        Builds the minibatch sampler from the trainer (default :func:`default_sampler`);
+        benchmarks wrap it, e.g. to cap the steps of an epoch.
     """
 
     def __init__(
@@ -463,6 +514,7 @@ class Trainer:
         resume: bool = True,
         progress: bool = True,
         callbacks: Sequence[Callback] = (),
+        sampler: SamplerFactory = default_sampler,
     ):
         self.module = module
         self.plan = plan
@@ -503,7 +555,7 @@ class Trainer:
             if p.domain_a == first and p.domain_b in self.train_cells and plan.prior_weight > 0
         ]
         self.rng = np.random.default_rng([plan.seed, 2])
-        self.sampler = self._sampler()
+        self.sampler = sampler(self)
         # foreach: one vectorised update over all parameters (torch picks the per-tensor loop on
         # the CPU, which was a fifth of a 128-cell step there)
         self.optimizer = torch.optim.Adam(
@@ -515,17 +567,6 @@ class Trainer:
         )
         self.history: list[dict[str, float]] = []
         self.best = {"value": math.inf, "epoch": 0, "bad_epochs": 0, "state": None, "stopped": False}
-
-    def _sampler(self) -> BalancedSampler:
-        """Partner batches under a correspondence prior; else label-matched batches when asked for
-        and every domain has labels; else plain balanced ones."""
-        if self.priors:
-            return CorrespondenceSampler(self.train_cells, self.priors, self.plan.batch_size, self.rng)
-        labels = {name: self.data[name].labels for name in self.domains}
-        if not self.plan.match_label_batches or any(v is None for v in labels.values()) or len(self.domains) < 2:
-            return BalancedSampler(self.train_cells, self.plan.batch_size, self.rng)
-        labels = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in labels.items()}
-        return LabelMatchedSampler(self.train_cells, labels, self.plan.batch_size, self.rng)
 
     # ------------------------------------------------------------------ steps
     def _loss_terms(self, batches: Mapping[str, Mapping[str, torch.Tensor]], weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -552,9 +593,15 @@ class Trainer:
             self.critic_optimizer.step()
             terms["discriminator_loss"] = critic_loss.detach()
             terms["discriminator_acc"] = critic_acc
-        align = aligner(latents, labels)
-        terms["align"] = align
-        total = total + weight * plan.align_weight * align
+        if weight > 0 or aligner.adversarial:
+            # not computed during warm-up, where its weight is 0: the OT solve of an
+            # unsupervised step costs as much as the rest of the step, and a term times
+            # 0 adds exact zeros to every gradient (validation still measures it). The
+            # adversarial term is cheap and draws the discriminator's dropout: skipping it
+            # would change the run's random stream
+            align = aligner(latents, labels)
+            terms["align"] = align
+            total = total + weight * plan.align_weight * align
         if module.classifier is not None:
             label_loss, label_acc = module.classifier.loss(latents, labels, smoothing=plan.label_smoothing)
             terms["label_loss"] = label_loss
@@ -604,12 +651,13 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass; returns the mean of every loss term over the epoch's steps."""
         self.module.train()
-        weight = self.plan.schedule(epoch)
+        plan, steps = self.plan, self.sampler.steps_per_epoch
+        weights = [plan.schedule(plan.schedule_epoch(epoch, step, steps)) for step in range(steps)]
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         params = self.module.cooperative_parameters()
         bar = self._step_bar(epoch)
-        for idx in self.sampler.epoch():
+        for idx, weight in zip(self.sampler.epoch(), weights, strict=True):
             batches = {name: self.data[name].batch(i, self.device) for name, i in idx.items()}
             total, terms = self._loss_terms(batches, weight)
             self._check_finite(terms)
@@ -630,7 +678,8 @@ class Trainer:
         if bar is not None:
             bar.close()
         row = {k: sums[k] / counts[k] for k in sums}
-        row["schedule"] = weight
+        # the weight of the epoch (its mean over the steps when it changed within the epoch)
+        row["schedule"] = weights[0] if len(set(weights)) == 1 else float(np.mean(weights))
         return row
 
     def _step_bar(self, epoch: int):
@@ -773,7 +822,7 @@ class Trainer:
     # ------------------------------------------------------------ early stop
     def _update_early_stopping(self, epoch: int, row: Mapping[str, float]) -> bool:
         """Track the best ``val_loss``; return True when training should stop."""
-        if "val_loss" not in row or epoch < self.plan.full_weight_epoch:
+        if "val_loss" not in row or epoch < self.plan.full_weight_epoch(self.sampler.steps_per_epoch):
             return False
         if row["val_loss"] < self.best["value"] - self.plan.min_delta:
             self.best.update(
@@ -821,7 +870,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 row: dict[str, float] = {"epoch": epoch}
                 row.update(self.train_epoch(epoch))
+                t_val = time.perf_counter()
                 row.update(self.validate())
+                row["validation_seconds"] = time.perf_counter() - t_val
                 row["seconds"] = time.perf_counter() - t0
                 row["cells_per_s"] = self.sampler.steps_per_epoch * sum(self.sampler.batch_sizes.values()) / row["seconds"]
                 row["peak_memory_mb"] = peak_memory_mb(self.device)
@@ -909,7 +960,7 @@ def _restrict_anchors(anchors: AnchorSet, train_set: Mapping[str, set]) -> Ancho
 
 
 #: history columns that measure the run (time, speed, memory) rather than the model; last in the table
-COST_COLUMNS = ("seconds", "cells_per_s", "peak_memory_mb")
+COST_COLUMNS = ("seconds", "validation_seconds", "cells_per_s", "peak_memory_mb")
 
 
 def history_frame(rows: Sequence[Mapping[str, float]]) -> pd.DataFrame:
@@ -927,7 +978,8 @@ def plot_history(history: pd.DataFrame, path: str | Path, *, title: str = "", al
 
     Panels (those with data): reconstruction loss per domain; the alignment loss as it
     enters the total loss (raw value x schedule x ``align_weight``: zero during warm-up,
-    then ramped in) with the raw value thin beside it; the other supervision losses
+    then ramped in) with the raw value thin beside it (the training cells' raw OT or
+    MMD value is not computed during warm-up; the validation cells' is, every epoch); the other supervision losses
     (labels, discriminator, anchors, prior); the accuracies (labels, discriminator);
     the total loss. Training cells solid, validation cells dashed. A dotted vertical
     line marks the end of the warm-up, where the alignment loss is switched on.
@@ -947,11 +999,12 @@ def plot_history(history: pd.DataFrame, path: str | Path, *, title: str = "", al
 
     weight = 1.0 if align_weight is None else float(align_weight)
     weighted = pd.DataFrame(index=history.index)
-    if "align" in history.columns:
-        factor = history["schedule"] * weight if "schedule" in history.columns else weight
+    if "align" in history.columns or "val_align" in history.columns:
+        factor = history["schedule"] * weight if "schedule" in history.columns else pd.Series(weight, index=history.index)
         for col in ("align", "val_align"):
             if col in history.columns:
-                weighted[col] = history[col] * factor
+                # zero where the weight is: the training term is not computed during warm-up
+                weighted[col] = (history[col] * factor).mask(factor == 0, 0.0)
     losses = [c for c in history.columns if c.endswith(("label_loss", "anchor_loss", "prior_loss", "discriminator_loss"))]
     panels = [
         ("reconstruction", "reconstruction loss (per cell)", history, [c for c in history.columns if c.startswith(("recon_", "val_recon_"))]),

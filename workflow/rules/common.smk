@@ -22,9 +22,10 @@ DOMAINS = list(config["domains"])
 LOGS = f"{RESULTS}/logs"
 METHODS = stages.methods(config)
 SEEDS = [str(s) for s in config["seeds"]]
-ALL_PAIRS = [(s, t) for s in DOMAINS for t in DOMAINS]  # d -> d: reconstruction
+# pair lists: the rules' file lists are built from them and the jobs get them as params
+ALL_PAIRS = stages.domain_pairs(config)  # d -> d: reconstruction
 IMAGE_PAIRS = stages.image_pairs(config)
-SCATTER_PAIRS = stages.vector_pairs(config) if config.get("truth") else []
+SCATTER_PAIRS = stages.scatter_pairs(config)
 
 _GLOB_CHARS = set("*?[")
 

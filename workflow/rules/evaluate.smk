@@ -41,6 +41,8 @@ rule evaluate:
         "../../envs/evaluation.yaml"
     params:
         settings=settings("evaluate"),
+        pairs=ALL_PAIRS,
+        scatter_pairs=SCATTER_PAIRS,
     script:
         "../scripts/evaluate.py"
 

@@ -30,5 +30,7 @@ rule translate:
         "../../envs/training.yaml"
     params:
         settings=settings("translate"),
+        pairs=ALL_PAIRS,
+        image_pairs=IMAGE_PAIRS,
     script:
         "../scripts/translate.py"

@@ -10,17 +10,15 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to_file(sm.log[0]):
     cfg = sm.config
     domains = list(cfg["domains"])
-    pairs = [(s, t) for s in domains for t in domains]
-    scatter_pairs = stages.vector_pairs(cfg) if cfg.get("truth") else []
     stages.evaluate(
         cfg,
         sm.wildcards.method,
         int(sm.wildcards.seed),
         latents=dict(zip(domains, sm.input.latents, strict=True)),
-        translated=dict(zip(pairs, sm.input.translated, strict=True)),
+        translated=dict(zip(sm.params.pairs, sm.input.translated, strict=True)),
         prepared=dict(zip(domains, sm.input.prepared, strict=True)),
         output=sm.output.metrics,
-        scatters=dict(zip(scatter_pairs, sm.output.scatters, strict=True)),
+        scatters=dict(zip(sm.params.scatter_pairs, sm.output.scatters, strict=True)),
         shift=sm.output.shift,
         model_path=Path(sm.input.model).parent,
     )

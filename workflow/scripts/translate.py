@@ -10,13 +10,12 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to_file(sm.log[0]):
     cfg = sm.config
     domains = list(cfg["domains"])
-    pairs = [(s, t) for s in domains for t in domains]
     stages.translate(
         cfg,
         sm.wildcards.method,
         int(sm.wildcards.seed),
         model_path=Path(sm.input.model).parent,
         prepared=dict(zip(domains, sm.input.prepared, strict=True)),
-        outputs=dict(zip(pairs, sm.output.translated, strict=True)),
-        galleries=dict(zip(stages.image_pairs(cfg), sm.output.galleries, strict=True)),
+        outputs=dict(zip(sm.params.pairs, sm.output.translated, strict=True)),
+        galleries=dict(zip(sm.params.image_pairs, sm.output.galleries, strict=True)),
     )

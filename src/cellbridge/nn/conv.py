@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..contract import MIN_CROP_SIDE, check_crop_side
 from .mlp import MLP, GaussianHead, check_norm
 
 #: spatial side of the feature map at the bottom of the encoder
-BOTTOM_SIDE = 4
+BOTTOM_SIDE = MIN_CROP_SIDE // 2  # the smallest crop is one stride-2 stage above it
 
 
 def n_stages_for(image_size: int) -> int:
@@ -28,10 +29,7 @@ def n_stages_for(image_size: int) -> int:
     ValueError
         If ``image_size`` is not a power of two of at least 8.
     """
-    size = int(image_size)
-    if size < 2 * BOTTOM_SIDE or size & (size - 1):
-        raise ValueError(f"image crops must be square with a power-of-two side >= 8, got {image_size}")
-    return int(math.log2(size // BOTTOM_SIDE))
+    return int(math.log2(check_crop_side(image_size) // BOTTOM_SIDE))
 
 
 def stage_channels(channels: Sequence[int], n_stages: int) -> list[int]:

@@ -248,19 +248,35 @@ def make_likelihood(
     ``"mse"`` is :class:`ImageMSE` when ``image_size`` is given (image domains) and
     :class:`VectorMSE` otherwise.
     """
-    if name == "gaussian":
+    cls = likelihood_class(name, image=image_size > 0)
+    if cls is Gaussian:
         return Gaussian(n_features, learn_scale=learn_scale, variance=variance)
-    if name == "nb":
+    if cls is NegativeBinomial:
         return NegativeBinomial(n_features, x_scale=x_scale, default_library=default_library)
-    if name == "bernoulli":
-        return Bernoulli(n_features)
-    if name == "mse":
-        if image_size > 0:
-            return ImageMSE(image_size, variance=variance)
+    if cls is ImageMSE:
+        return ImageMSE(image_size, variance=variance)
+    if cls is VectorMSE:
         return VectorMSE(n_features, variance=variance)
-    if name == "bce":
-        return ImageBCE(image_size)
-    raise ValueError(f"unknown likelihood {name!r}")
+    return cls(image_size if cls is ImageBCE else n_features)
+
+
+def likelihood_class(name: str, *, image: bool) -> type[Likelihood]:
+    """The class of the likelihood called ``name`` (resolved) for an image or a vector domain."""
+    classes: dict[str, type[Likelihood]] = {
+        "gaussian": Gaussian,
+        "nb": NegativeBinomial,
+        "bernoulli": Bernoulli,
+        "mse": ImageMSE if image else VectorMSE,
+        "bce": ImageBCE,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown likelihood {name!r}")
+    return classes[name]
+
+
+def likelihood_target(name: str, modality: str) -> str:
+    """What the likelihood ``name`` (or ``"auto"``) of a ``modality`` domain reads (:attr:`Likelihood.target`)."""
+    return likelihood_class(resolve_likelihood(name, modality), image=modality == "image").target
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

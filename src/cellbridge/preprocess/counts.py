@@ -1,4 +1,4 @@
-"""Reading and checking count matrices, attaching labels, and the prepared-domain contract.
+"""Reading and checking count matrices and attaching labels.
 
 These helpers are shared by every modality:
 
@@ -15,9 +15,8 @@ These helpers are shared by every modality:
   (and that values which are not counts belong in a ``features`` domain) rather than
   seeing a crash deep inside training, or a domain preprocessed into noise.
 * :func:`attach_labels` merges optional cell labels from an ``obs`` column or a table.
-* :func:`finalize_domain` stamps the prepared-domain contract (``obs["domain"]`` and
-  ``uns["cellbridge"]``, see ``docs/design.md``) onto the output of any modality's
-  preprocessing, images included.
+
+Every modality's preparation ends with :func:`cellbridge.contract.finalize_domain`.
 
 Duplicate names: cell names (``obs_names``) identify profiles and are used to join labels
 and the truth table, so duplicated cell names are an error. Feature names are often
@@ -40,15 +39,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._io import InputError, logger, require_path
+from ..contract import COUNT_MODALITIES, as_label_categories, check_labels
 
 __all__ = [
     "COUNT_FORMATS",
-    "COUNT_MODALITIES",
-    "MODALITIES",
     "NOT_COUNTS_HINT",
     "attach_labels",
     "detect_format",
-    "finalize_domain",
     "integer_counts",
     "read_counts",
     "require_counts",
@@ -58,12 +55,6 @@ __all__ = [
 
 #: Formats understood by :func:`read_counts` (``"auto"`` picks one from the path).
 COUNT_FORMATS = ("h5ad", "10x_h5", "10x_mtx", "csv", "tsv", "npz")
-#: Modalities a prepared domain can have (``uns["cellbridge"]["modality"]``).
-MODALITIES = ("rna", "atac", "protein", "image", "features")
-#: Modalities whose input must be raw counts (see :func:`require_counts`).
-COUNT_MODALITIES = ("rna", "atac", "protein")
-#: Values allowed in an ``obs["split"]`` column.
-SPLIT_VALUES = frozenset({"train", "test"})
 
 CountFormat = Literal["auto", "h5ad", "10x_h5", "10x_mtx", "csv", "tsv", "npz"]
 
@@ -637,13 +628,13 @@ def attach_labels(
     """
     if labels is None:
         if label_key in adata.obs:
-            _check_labels(adata.obs[label_key], path=source, what=f"obs column {label_key!r}")
-            adata.obs[label_key] = _as_categorical(adata.obs[label_key])
+            check_labels(adata.obs[label_key], path=source, what=f"obs column {label_key!r}")
+            adata.obs[label_key] = as_label_categories(adata.obs[label_key])
         return adata
     if isinstance(labels, str) and labels in adata.obs.columns:
         values = adata.obs[labels]
-        _check_labels(values, path=source, what=f"obs column {labels!r}")
-        adata.obs[label_key] = _as_categorical(values)
+        check_labels(values, path=source, what=f"obs column {labels!r}")
+        adata.obs[label_key] = as_label_categories(values)
         return adata
     path = Path(labels)
     if not path.is_file():
@@ -664,115 +655,7 @@ def attach_labels(
     n_missing = int(merged.isna().sum())
     if n_missing:
         logger.warning("%s: %d of %d cells have no label", path, n_missing, adata.n_obs)
-    adata.obs[label_key] = _as_categorical(merged)
+    adata.obs[label_key] = as_label_categories(merged)
     return adata
 
 
-def _check_labels(values: pd.Series, *, path, what: str) -> None:
-    if len(values) and values.isna().all():
-        raise InputError(path, f"{what} holds no labels (every value is missing)")
-
-
-def _as_categorical(values: pd.Series) -> pd.Categorical:
-    # string categories keep h5ad round trips and label matching across domains exact
-    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.dropna(), 1) == 0):
-        values = values.astype("Int64")  # 1.0 -> "1", as a table with missing labels reads it
-    as_str = values.astype("string").astype(object).where(values.notna(), None)
-    return pd.Categorical(as_str)
-
-
-# --------------------------------------------------------------------------------------
-# the prepared-domain contract
-# --------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """Turn a parameter value into something h5ad ``uns`` (and JSON) can hold."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def finalize_domain(
-    adata: ad.AnnData,
-    *,
-    domain: str,
-    modality: str,
-    label_key: str | None,
-    params: Mapping[str, Any],
-    source: str | os.PathLike | None,
-    qc: pd.DataFrame | None = None,
-) -> ad.AnnData:
-    """Stamp the prepared-domain contract of ``docs/design.md`` onto ``adata`` (in place).
-
-    Used by the last step of every modality's preparation (RNA, ATAC, protein, image).
-
-    Parameters
-    ----------
-    adata
-        The prepared cells.
-    domain
-        Domain name (e.g. ``"rna"``, ``"rna_batch2"``), stored in ``obs["domain"]``.
-    modality
-        One of :data:`MODALITIES`.
-    label_key
-        Label column; when present in ``obs`` it is made categorical and must not be all
-        missing. ``None`` or an absent column means the domain is unlabelled.
-    params
-        Every preprocessing parameter, stored in ``uns["cellbridge"]["params"]`` (tuples
-        become lists and paths strings so the file stays readable).
-    source
-        Input path, stored in ``uns["cellbridge"]["source"]`` and named in errors.
-    qc
-        Optional per-cell QC table of all input cells (kept and removed), stored in
-        ``uns["cellbridge"]["qc"]`` for plotting.
-
-    Returns
-    -------
-    ``adata``.
-
-    Raises
-    ------
-    InputError
-        For duplicated cell names, an all-missing label column or ``obs["split"]`` values other
-        than ``"train"``/``"test"``.
-    """
-    from .. import __version__
-
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
-    if not isinstance(domain, str) or not domain:
-        raise ValueError(f"domain must be a non-empty string, not {domain!r}")
-    if not adata.obs_names.is_unique:
-        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
-        raise InputError(source, f"{len(dup)} cell name(s) occur more than once (e.g. {dup[0]!r})")
-    adata.obs["domain"] = pd.Categorical([domain] * adata.n_obs)
-    if label_key is not None and label_key in adata.obs:
-        _check_labels(adata.obs[label_key], path=source, what=f"label column {label_key!r}")
-        if not isinstance(adata.obs[label_key].dtype, pd.CategoricalDtype):
-            adata.obs[label_key] = _as_categorical(adata.obs[label_key])
-    if "split" in adata.obs:
-        # held-out cells for evaluation: kept as they are, but a typo would silently
-        # put every cell in training, so unknown values are refused
-        split = adata.obs["split"].astype(object)
-        unknown = sorted(set(split.dropna().astype(str)) - SPLIT_VALUES)
-        if unknown or split.isna().any():
-            raise InputError(
-                source,
-                f"obs['split'] must hold only 'train' or 'test' (found {unknown or 'missing values'})",
-            )
-    info: dict[str, Any] = {
-        "modality": modality,
-        "domain": domain,
-        "params": _plain(dict(params)),
-        "source": None if source is None else os.fspath(source),
-        "version": __version__,
-    }
-    if qc is not None:
-        info["qc"] = qc
-    adata.uns["cellbridge"] = info
-    return adata

@@ -43,7 +43,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._io import InputError, logger
-from .counts import attach_labels, finalize_domain, validate_matrix
+from ..contract import finalize_domain
+from .counts import attach_labels, validate_matrix
 
 __all__ = ["prepare_features", "standardize_features"]
 

@@ -78,9 +78,8 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.transform import resize
 
-from .. import __version__
 from .._io import InputError, require_path, save_figure
-from .counts import SPLIT_VALUES
+from ..contract import IMAGE_KEY, SPLIT_KEY, check_split, finalize_domain
 from .morphology import crop_features, field_features
 from .segment import ThresholdSpec, field_background, segment_nuclei
 
@@ -652,9 +651,7 @@ def _read_annotation_table(annotations: str | os.PathLike | pd.DataFrame) -> pd.
     if "split" in table.columns:
         # the same rule as for sequencing domains (finalize_domain): a 'Test' would
         # otherwise be trained on without a word; unannotated nuclei may stay empty
-        unknown = sorted(set(table["split"].dropna().astype(str)) - SPLIT_VALUES)
-        if unknown:
-            raise InputError(where, f"annotation column 'split' must hold only 'train' or 'test' (found {unknown})")
+        check_split(table["split"].dropna(), path=where, what="annotation column 'split'")
     return table
 
 
@@ -738,33 +735,15 @@ def _build_anndata(
         obs=obs,
         var=pd.DataFrame(index=pd.Index(feats.columns, name="feature")),
     )
-    adata.obsm["image"] = crops.astype(np.float32)
+    adata.obsm[IMAGE_KEY] = crops.astype(np.float32)
     if native is not None:
         adata.obsm["morphology_native"] = native.set_axis(adata.obs_names).astype(np.float64)
-    adata.obs["domain"] = pd.Categorical([domain] * adata.n_obs)
-    adata.uns["cellbridge"] = {
-        "modality": "image",
-        "domain": domain,
-        "params": _storable(params),
-        "source": str(source),
-        "version": __version__,
-    }
-    return adata
-
-
-def _storable(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters as h5ad-storable values (``None`` -> ``"none"``, paths/frames -> strings)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None:
-            out[key] = "none"
-        elif isinstance(value, (bool, int, float, str, np.integer, np.floating)):
-            out[key] = value
-        elif isinstance(value, pd.DataFrame):
-            out[key] = f"DataFrame({len(value)} rows)"
-        else:
-            out[key] = str(value)
-    return out
+    if adata.obs_names.has_duplicates:
+        adata.obs_names_make_unique()  # the caller has warned (same field name in several folders)
+    if SPLIT_KEY in adata.obs:
+        # nuclei the annotations did not reach are trained on, as every unmarked cell is
+        adata.obs[SPLIT_KEY] = adata.obs[SPLIT_KEY].astype(object).where(adata.obs[SPLIT_KEY].notna(), "train")
+    return finalize_domain(adata, domain=domain, modality="image", label_key=None, params=params, source=source)
 
 
 def _prepare_from_crops(
@@ -971,8 +950,6 @@ def prepare_image(
     adata = _build_anndata(crops, obs, domain=domain, params=params, source=source, native=native, **feature_opts)
     if segmentation_counts is not None:
         adata.uns["cellbridge"]["segmentation"] = segmentation_counts
-    if adata.obs_names.has_duplicates:
-        adata.obs_names_make_unique()
     logger.info("prepared %d nuclei from %s", adata.n_obs, text)
     return adata
 
@@ -1086,16 +1063,16 @@ def _crop_fields(
 # --------------------------------------------------------------------------- plots
 
 
-def _param(value: Any) -> Any:
-    """A stored preprocessing parameter back as given (``"none"`` -> ``None``, see :func:`_storable`)."""
-    return None if value == "none" else value
+def _param(key: str, value: Any) -> Any:
+    """A stored preprocessing parameter back as given (files written before 2026-12 held ``None`` as ``"none"``)."""
+    return None if value == "none" and key != "normalize" else value
 
 
 def _qc_field(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, str] | None:
     """The field with most kept nuclei, segmented again with the stored parameters:
     (image, label image, objects with a ``fate`` column, file name); None for ready crops."""
     meta = adata.uns.get("cellbridge", {})
-    params = {k: _param(v) for k, v in meta.get("params", {}).items()}
+    params = {k: _param(k, v) for k, v in meta.get("params", {}).items()}
     if "segmentation" not in meta or "source_file" not in adata.obs:
         return None
     name = str(adata.obs["source_file"].value_counts().index[0])

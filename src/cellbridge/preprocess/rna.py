@@ -31,7 +31,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._io import InputError, logger
-from .counts import attach_labels, finalize_domain, integer_counts, require_counts
+from ..contract import finalize_domain
+from .counts import attach_labels, integer_counts, require_counts
 
 __all__ = ["HVG_FLAVORS", "prepare_rna"]
 
