@@ -113,3 +113,27 @@ def test_the_contract_imports_no_other_layer():
     tree = ast.parse((SRC / "contract.py").read_text())
     local = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
     assert local <= {"_io"}
+
+
+def _local_imports(path: Path) -> set[str]:
+    """Package-relative modules a source file imports (``from ..preprocess import x`` -> ``preprocess``)."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(SRC).parent.parts
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            out.add(".".join((*base, *(node.module or "").split("."))).strip("."))
+    return out
+
+
+@pytest.mark.parametrize("lower", ["nn", "data.py", "truth.py", "contract.py", "_io.py"])
+def test_lower_layers_do_not_import_preprocessing_or_plotting(lower):
+    # the one-way order of docs/design.md: model building blocks never reach up into
+    # the stage code that prepares domains or draws figures
+    files = sorted((SRC / lower).rglob("*.py")) if (SRC / lower).is_dir() else [SRC / lower]
+    upward = {
+        str(path.relative_to(SRC)): sorted(m for m in _local_imports(path) if m.split(".")[0] in {"preprocess", "plotting"})
+        for path in files
+    }
+    assert {k: v for k, v in upward.items() if v} == {}

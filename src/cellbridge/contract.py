@@ -41,6 +41,9 @@ SPLIT_VALUES = frozenset({"train", "test"})
 IMAGE_KEY = "image"
 #: obsm key of the latent written by training (:meth:`cellbridge.CrossModalModel.get_latent`)
 LATENT_KEY = "X_cellbridge"
+#: obs columns that place a nucleus: its field image and centroid (pixels). Segmentation
+#: assigns its own labels, so nuclei are matched to annotations and truth by these.
+NUCLEUS_POSITION = ("source_file", "centroid_y", "centroid_x")
 #: smallest crop side; sides are powers of two (each convolution stage halves the side)
 MIN_CROP_SIDE = 8
 

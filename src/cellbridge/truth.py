@@ -1,4 +1,4 @@
-"""Ground-truth pairing between domains (simulator truth, co-assays); read by evaluation only.
+"""Ground-truth pairing between domains (simulator truth, co-assays), and matching nuclei by position.
 
 A truth table has one row per measured profile with the ``cell_id`` it came from.
 Sequencing rows are identified by ``obs_name``; image rows by ``source_file`` and the
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
 from ._io import InputError, require_path
-
-IMAGE_KEYS = ("source_file", "centroid_y", "centroid_x")
+from .contract import NUCLEUS_POSITION
 
 
 def read_truth(path: str | os.PathLike, *, nrows: int | None = None) -> pd.DataFrame:
@@ -50,8 +50,8 @@ def read_truth(path: str | os.PathLike, *, nrows: int | None = None) -> pd.DataF
         )
     has_name = table["obs_name"].notna() if "obs_name" in table else pd.Series(False, index=table.index)
     has_pos = (
-        table[list(IMAGE_KEYS)].notna().all(axis=1)
-        if set(IMAGE_KEYS) <= set(table.columns)
+        table[list(NUCLEUS_POSITION)].notna().all(axis=1)
+        if set(NUCLEUS_POSITION) <= set(table.columns)
         else pd.Series(False, index=table.index)
     )
     if not (has_name | has_pos).all():
@@ -75,15 +75,54 @@ def cell_ids_for(obs: pd.DataFrame, truth: pd.DataFrame, *, max_distance: float 
         hit = obs.index.isin(by_name.index)
         ids[hit] = by_name.reindex(obs.index[hit]).to_numpy()
     need_pos = ~pd.notna(ids)
-    if need_pos.any() and set(IMAGE_KEYS) <= set(obs.columns) and set(IMAGE_KEYS) <= set(truth.columns):
-        from .preprocess.image import match_nuclei
-
-        table = truth.dropna(subset=list(IMAGE_KEYS)).reset_index(drop=True)
+    if need_pos.any() and set(NUCLEUS_POSITION) <= set(obs.columns) and set(NUCLEUS_POSITION) <= set(truth.columns):
+        table = truth.dropna(subset=list(NUCLEUS_POSITION)).reset_index(drop=True)
         idx = match_nuclei(obs.loc[need_pos], table, max_distance=max_distance)
         matched = idx >= 0
         sub = np.flatnonzero(need_pos)[matched]
         ids[sub] = table["cell_id"].to_numpy()[idx[matched]]
     return ids
+
+
+def match_nuclei(obs: pd.DataFrame, table: pd.DataFrame, *, max_distance: float = 5.0) -> np.ndarray:
+    """Match nuclei to the nearest annotated/true nucleus of the same field.
+
+    Parameters
+    ----------
+    obs
+        Nuclei to annotate, with columns ``source_file``, ``centroid_y``, ``centroid_x``.
+    table
+        Reference nuclei with the same three columns (e.g. an annotation table,
+        or the simulator's ``truth.tsv``). ``source_file`` is compared by file
+        name, so paths and bare names match.
+    max_distance
+        Largest centroid distance (pixels) of a match.
+
+    Returns
+    -------
+    numpy.ndarray
+        For each row of ``obs``, the positional index of its match in ``table``,
+        or -1 when no reference nucleus of that field lies within ``max_distance``.
+        Several ``obs`` rows may match the same reference (e.g. an over-split nucleus).
+    """
+    for name, df in (("obs", obs), ("table", table)):
+        missing = [c for c in NUCLEUS_POSITION if c not in df.columns]
+        if missing:
+            raise ValueError(f"{name} lacks the column(s) {', '.join(missing)}")
+    result = np.full(len(obs), -1, dtype=np.int64)
+    obs_files = obs["source_file"].astype(str).map(lambda s: Path(s).name).to_numpy()
+    ref_files = table["source_file"].astype(str).map(lambda s: Path(s).name).to_numpy()
+    obs_xy = obs[["centroid_y", "centroid_x"]].to_numpy(float)
+    ref_xy = table[["centroid_y", "centroid_x"]].to_numpy(float)
+    for name in np.unique(obs_files):
+        ref_idx = np.flatnonzero(ref_files == name)
+        if ref_idx.size == 0:
+            continue
+        rows = np.flatnonzero(obs_files == name)
+        dist, nearest = cKDTree(ref_xy[ref_idx]).query(obs_xy[rows], distance_upper_bound=max_distance)
+        found = np.isfinite(dist)
+        result[rows[found]] = ref_idx[nearest[found]]
+    return result
 
 
 def paired_indices(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -75,11 +75,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from scipy.spatial import cKDTree
 from skimage.transform import resize
 
 from .._io import InputError, require_path, save_figure
-from ..contract import IMAGE_KEY, SPLIT_KEY, check_split, finalize_domain
+from ..contract import IMAGE_KEY, NUCLEUS_POSITION, SPLIT_KEY, check_split, finalize_domain
+from ..truth import match_nuclei
 from .morphology import crop_features, field_features
 from .segment import ThresholdSpec, field_background, segment_nuclei
 
@@ -102,7 +102,6 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MASK_STEM_SUFFIXES = ("_mask", "_masks", "_labels")
 MASK_FOLDER = "masks"
 CROP_SUFFIXES = (".npy", ".h5ad")
-POSITION_COLUMNS = ("source_file", "centroid_y", "centroid_x")
 # Native-resolution features kept beside the crop features: size and brightness
 # in microscope units (chromatin layout and texture are measured on the crops).
 NATIVE_GROUPS = ("shape", "intensity")
@@ -584,47 +583,6 @@ def _normalise(crops: np.ndarray, *, normalize: str, percentile: float, scale: f
 # --------------------------------------------------------------------------- annotations
 
 
-def match_nuclei(obs: pd.DataFrame, table: pd.DataFrame, *, max_distance: float = 5.0) -> np.ndarray:
-    """Match nuclei to the nearest annotated/true nucleus of the same field.
-
-    Parameters
-    ----------
-    obs
-        Nuclei to annotate, with columns ``source_file``, ``centroid_y``, ``centroid_x``.
-    table
-        Reference nuclei with the same three columns (e.g. an annotation table,
-        or the simulator's ``truth.tsv``). ``source_file`` is compared by file
-        name, so paths and bare names match.
-    max_distance
-        Largest centroid distance (pixels) of a match.
-
-    Returns
-    -------
-    numpy.ndarray
-        For each row of ``obs``, the positional index of its match in ``table``,
-        or -1 when no reference nucleus of that field lies within ``max_distance``.
-        Several ``obs`` rows may match the same reference (e.g. an over-split nucleus).
-    """
-    for name, df in (("obs", obs), ("table", table)):
-        missing = [c for c in POSITION_COLUMNS if c not in df.columns]
-        if missing:
-            raise ValueError(f"{name} lacks the column(s) {', '.join(missing)}")
-    result = np.full(len(obs), -1, dtype=np.int64)
-    obs_files = obs["source_file"].astype(str).map(lambda s: Path(s).name).to_numpy()
-    ref_files = table["source_file"].astype(str).map(lambda s: Path(s).name).to_numpy()
-    obs_xy = obs[["centroid_y", "centroid_x"]].to_numpy(float)
-    ref_xy = table[["centroid_y", "centroid_x"]].to_numpy(float)
-    for name in np.unique(obs_files):
-        ref_idx = np.flatnonzero(ref_files == name)
-        if ref_idx.size == 0:
-            continue
-        rows = np.flatnonzero(obs_files == name)
-        dist, nearest = cKDTree(ref_xy[ref_idx]).query(obs_xy[rows], distance_upper_bound=max_distance)
-        found = np.isfinite(dist)
-        result[rows[found]] = ref_idx[nearest[found]]
-    return result
-
-
 def _read_annotation_table(annotations: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     """Load an annotation table (TSV/CSV path or DataFrame) and check its position columns."""
     if isinstance(annotations, pd.DataFrame):
@@ -636,7 +594,7 @@ def _read_annotation_table(annotations: str | os.PathLike | pd.DataFrame) -> pd.
             table = pd.read_csv(where, sep=sep)
         except Exception as exc:
             raise InputError(where, f"cannot read annotation table: {exc}") from exc
-    missing = [c for c in POSITION_COLUMNS if c not in table.columns]
+    missing = [c for c in NUCLEUS_POSITION if c not in table.columns]
     if missing:
         raise InputError(where, f"annotation table lacks column(s) {', '.join(missing)}")
     for col in ("centroid_y", "centroid_x"):
@@ -693,7 +651,7 @@ def annotate_nuclei(
         )
     if unmatched:
         logger.warning("%d of %d nuclei have no annotated nucleus within %.1f px", unmatched, len(obs), max_distance)
-    columns = [c for c in table.columns if c not in POSITION_COLUMNS]
+    columns = [c for c in table.columns if c not in NUCLEUS_POSITION]
     out = pd.DataFrame(index=obs.index)
     for col in columns:
         values = table[col].reset_index(drop=True).reindex(np.where(idx >= 0, idx, len(table))).to_numpy()
