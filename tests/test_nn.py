@@ -172,3 +172,55 @@ def test_kl_and_reparameterisation():
     draws = reparameterise(torch.zeros(20000, 1), torch.full((20000, 1), math.log(4.0)), sample=True)
     assert float(draws.std()) == pytest.approx(2.0, rel=0.05)
     assert np.isfinite(draws.numpy()).all()
+
+
+def _module(aligner: str = "mmd", *, variational: bool = False, labels: int = 0):
+    from cellbridge.align import LabelClassifier, get_aligner
+    from cellbridge.nn import CrossModalModule
+
+    aes = {
+        name: DomainAutoencoder(modality="protein", likelihood="mse", latent_dim=3, n_features=6, variational=variational)
+        for name in ("a", "b")
+    }
+    return CrossModalModule(
+        aes,
+        get_aligner(aligner, latent_dim=3, n_domains=2, n_labels=labels),
+        classifier=LabelClassifier(3, labels) if labels else None,
+    )
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_module_loss_is_the_weighted_sum_of_its_named_terms(variational):
+    torch.manual_seed(0)
+    module = _module(variational=variational, labels=2)
+    batches = {d: {"x": torch.randn(16, 6), "labels": torch.randint(0, 2, (16,))} for d in module.domains}
+    latents, labels, recon, kl = [], [], {}, {}
+    for d in module.domains:
+        mean, recon[d], kl[d] = module.domain_losses(d, batches[d], sample=False)
+        latents.append(mean)
+        labels.append(batches[d]["labels"])
+    out = module.loss(latents, labels, recon, kl, kl_weight=0.5, align_weight=2.0, label_weight=3.0)
+    expected_names = {"recon_a", "recon_b", "align", "label_loss", "label_acc"} | ({"kl_a", "kl_b"} if variational else set())
+    assert set(out.terms) == expected_names
+    t = out.terms
+    expected = t["recon_a"] + t["recon_b"] + 2.0 * t["align"] + 3.0 * t["label_loss"]
+    if variational:
+        expected = expected + 0.5 * (t["kl_a"] + t["kl_b"])
+    torch.testing.assert_close(out.total, expected)
+    out.total.backward()  # one graph through every term
+    assert all(torch.isfinite(p.grad).all() for p in module.cooperative_parameters() if p.grad is not None)
+    # no alignment term asked for: none computed, none in the total
+    skipped = module.loss([z.detach() for z in latents], labels, recon, kl, kl_weight=0.5, align_weight=None, label_weight=3.0)
+    assert "align" not in skipped.terms
+    torch.testing.assert_close(skipped.total.detach(), (expected - 2.0 * t["align"]).detach())
+
+
+def test_module_loss_sums_in_the_dtype_of_its_reconstruction_terms():
+    # validation averages over chunks in float64; the total must not round through float32
+    torch.manual_seed(0)
+    module = _module("wasserstein")
+    latents = [torch.randn(8, 3), torch.randn(8, 3) + 1]
+    recon = {"a": torch.tensor(1.0 + 1e-12, dtype=torch.float64), "b": torch.tensor(2.0, dtype=torch.float64)}
+    out = module.loss(latents, [None, None], recon, {"a": None, "b": None}, kl_weight=0.0, align_weight=0.1, label_weight=0.0)
+    assert out.total.dtype == torch.float64
+    assert float(out.total) == 1.0 + 1e-12 + 2.0 + 0.1 * float(out.terms["align"])

@@ -572,41 +572,34 @@ class Trainer:
     def _loss_terms(self, batches: Mapping[str, Mapping[str, torch.Tensor]], weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss of one step and its named terms (the critic is stepped here)."""
         plan, module = self.plan, self.module
-        terms: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self.device)
-        latents, labels = [], []
+        latents, labels, recon, kl = [], [], {}, {}
         for name in self.domains:
-            mean, recon, kl = module.domain_losses(name, batches[name], sample=True)
+            mean, recon[name], kl[name] = module.domain_losses(name, batches[name], sample=True)
             latents.append(mean)
             labels.append(batches[name].get("labels"))
-            terms[f"recon_{name}"] = recon
-            total = total + recon
-            if kl is not None:
-                terms[f"kl_{name}"] = kl
-                total = total + plan.kl_weight * kl
         aligner = module.aligner
+        critic_terms: dict[str, torch.Tensor] = {}
         if aligner.adversarial:
+            # the discriminator steps on this batch's latents before the encoders are scored against it
             critic_loss, critic_acc = aligner.critic_loss(latents, labels)
             self._check_finite({"discriminator_loss": critic_loss})
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
             self.critic_optimizer.step()
-            terms["discriminator_loss"] = critic_loss.detach()
-            terms["discriminator_acc"] = critic_acc
-        if weight > 0 or aligner.adversarial:
-            # not computed during warm-up, where its weight is 0: the OT solve of an
-            # unsupervised step costs as much as the rest of the step, and a term times
-            # 0 adds exact zeros to every gradient (validation still measures it). The
-            # adversarial term is cheap and draws the discriminator's dropout: skipping it
-            # would change the run's random stream
-            align = aligner(latents, labels)
-            terms["align"] = align
-            total = total + weight * plan.align_weight * align
-        if module.classifier is not None:
-            label_loss, label_acc = module.classifier.loss(latents, labels, smoothing=plan.label_smoothing)
-            terms["label_loss"] = label_loss
-            terms["label_acc"] = label_acc
-            total = total + plan.label_weight * label_loss
+            critic_terms = {"discriminator_loss": critic_loss.detach(), "discriminator_acc": critic_acc}
+        # the alignment term is not computed during warm-up, where its weight is 0: the OT
+        # solve of an unsupervised step costs as much as the rest of the step, and a term
+        # times 0 adds exact zeros to every gradient (validation still measures it). The
+        # adversarial term is cheap and draws the discriminator's dropout: skipping it
+        # would change the run's random stream
+        out = module.loss(
+            latents, labels, recon, kl,
+            kl_weight=plan.kl_weight,
+            align_weight=weight * plan.align_weight if weight > 0 or aligner.adversarial else None,
+            label_weight=plan.label_weight,
+            label_smoothing=plan.label_smoothing,
+        )
+        total, terms = out.total, {**critic_terms, **out.terms}
         if self.priors:
             # rows of the batches are pairs drawn from the prior (CorrespondenceSampler)
             lead = latents[0]
@@ -713,41 +706,50 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Losses of the held-out cells (eval mode) and the monitored ``val_loss``."""
+        """Losses of the held-out cells (eval mode) and the monitored ``val_loss``.
+
+        The objective of :meth:`CrossModalModule.loss` at full alignment weight, without the
+        correspondence prior and anchors (training-only pulls) and, for an adversarial
+        aligner, without its term (it scores the encoders against a discriminator that
+        moves, so it does not fall as the model improves). Reconstruction is averaged over
+        every held-out cell, alignment and labels over the first
+        :data:`MAX_VALIDATION_ALIGN_CELLS` of each domain.
+        """
         if not self.has_validation:
             return {}
         plan, module = self.plan, self.module
         module.eval()
-        row: dict[str, float] = {}
-        monitored = 0.0
-        latents, labels = [], []
+        latents, labels, recon, kl = [], [], {}, {}
         for name in self.domains:
             recon_sum, kl_sum, means, labs = 0.0, 0.0, [], []
             cells = self.val_cells[name]
+            variational = False
             for start in range(0, len(cells), 1024):
                 idx = cells[start : start + 1024]
                 batch = self.data[name].batch(idx, self.device)
-                mean, recon, kl = module.domain_losses(name, batch, sample=False)
-                recon_sum += float(recon) * len(idx)
-                kl_sum += float(kl) * len(idx) if kl is not None else 0.0
+                mean, chunk_recon, chunk_kl = module.domain_losses(name, batch, sample=False)
+                recon_sum += float(chunk_recon) * len(idx)
+                if chunk_kl is not None:
+                    kl_sum += float(chunk_kl) * len(idx)
+                    variational = True
                 means.append(mean)
                 labs.append(batch.get("labels"))
-            row[f"val_recon_{name}"] = recon_sum / len(cells)
-            monitored += row[f"val_recon_{name}"] + plan.kl_weight * kl_sum / len(cells)
+            recon[name] = torch.tensor(recon_sum / len(cells), dtype=torch.float64)
+            kl[name] = torch.tensor(kl_sum / len(cells), dtype=torch.float64) if variational else None
             latents.append(torch.cat(means)[:MAX_VALIDATION_ALIGN_CELLS])
             labels.append(torch.cat(labs)[:MAX_VALIDATION_ALIGN_CELLS] if labs[0] is not None else None)
+        out = module.loss(
+            latents, labels, recon, kl,
+            kl_weight=plan.kl_weight,
+            align_weight=0.0 if module.aligner.adversarial else plan.align_weight,
+            label_weight=plan.label_weight,
+            label_smoothing=plan.label_smoothing,
+        )
+        row = {f"val_{k}": float(v) for k, v in out.terms.items() if not k.startswith("kl_")}
         if module.aligner.adversarial:
             _, acc = module.aligner.critic_loss(latents, labels)
             row["val_discriminator_acc"] = float(acc)
-        align = float(module.aligner(latents, labels))
-        row["val_align"] = align
-        if not module.aligner.adversarial:
-            monitored += plan.align_weight * align
-        if module.classifier is not None:
-            label_loss, label_acc = module.classifier.loss(latents, labels, smoothing=plan.label_smoothing)
-            row["val_label_loss"], row["val_label_acc"] = float(label_loss), float(label_acc)
-            monitored += plan.label_weight * float(label_loss)
-        row["val_loss"] = monitored
+        row["val_loss"] = float(out.total)
         return row
 
     # ------------------------------------------------------------ checkpoints

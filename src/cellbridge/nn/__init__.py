@@ -1,6 +1,6 @@
 """Torch modules of cellbridge: encoders, decoders, likelihoods and the per-domain autoencoder."""
 
-from .autoencoder import CrossModalModule, DomainAutoencoder, architecture_options
+from .autoencoder import CrossModalModule, DomainAutoencoder, LossOutput, architecture_options
 from .conv import ConvDecoder, ConvEncoder, n_stages_for
 from .likelihoods import (
     LIKELIHOODS_BY_MODALITY,
@@ -30,6 +30,7 @@ __all__ = [
     "ImageBCE",
     "ImageMSE",
     "Likelihood",
+    "LossOutput",
     "NegativeBinomial",
     "VectorMSE",
     "VectorDecoder",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -132,6 +133,24 @@ class DomainAutoencoder(nn.Module):
         return self.likelihood.predict(self.decoder(z), library=library)
 
 
+@dataclass
+class LossOutput:
+    """The model's objective on a set of batches, term by term (scvi-tools' ``LossOutput`` idea).
+
+    Attributes
+    ----------
+    total
+        The weighted sum that is minimised.
+    terms
+        Every term under the name the training history reports it by: ``recon_<domain>``,
+        ``kl_<domain>`` (variational domains), ``align`` (when computed), ``label_loss`` and
+        ``label_acc`` (with a label head; the accuracy is reported, never weighted).
+    """
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 class CrossModalModule(nn.Module):
     """All per-domain autoencoders, the alignment loss and the optional label head.
 
@@ -188,3 +207,53 @@ class CrossModalModule(nn.Module):
         recon = ae.reconstruction_loss(z, batch).mean()
         kl = gaussian_kl(mean, logvar).mean() if logvar is not None else None
         return mean, recon, kl
+
+    def loss(
+        self,
+        latents: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor | None],
+        recon: Mapping[str, torch.Tensor],
+        kl: Mapping[str, torch.Tensor | None],
+        *,
+        kl_weight: float,
+        align_weight: float | None,
+        label_weight: float,
+        label_smoothing: float = 0.0,
+    ) -> LossOutput:
+        """The objective from each domain's :meth:`domain_losses` (one place for training and validation).
+
+        Parameters
+        ----------
+        latents, labels
+            Latent means and label codes (``None``: unlabelled domain), in :attr:`domains` order.
+        recon, kl
+            Per domain its mean reconstruction loss and KL term (``None`` for a plain AE).
+        kl_weight, label_weight
+            Weights of the KL terms and of the label head's cross-entropy.
+        align_weight
+            Weight of the alignment term; ``None`` skips computing it (a training step in
+            warm-up, where a weight of 0 would cost an OT solve to add zeros).
+        label_smoothing
+            Passed to the label head (see :meth:`cellbridge.align.LabelClassifier.loss`).
+
+        Every term is accumulated in the dtype of the first reconstruction term, so a caller
+        that averages over chunks in float64 (validation) sums in float64.
+        """
+        first = recon[self.domains[0]]
+        total = torch.zeros((), device=first.device, dtype=first.dtype)
+        terms: dict[str, torch.Tensor] = {}
+        for name in self.domains:
+            terms[f"recon_{name}"] = recon[name]
+            total = total + recon[name]
+            if kl[name] is not None:
+                terms[f"kl_{name}"] = kl[name]
+                total = total + kl_weight * kl[name]
+        if align_weight is not None:
+            align = self.aligner(latents, labels)
+            terms["align"] = align
+            total = total + align_weight * align.to(total.dtype)
+        if self.classifier is not None:
+            label_loss, label_acc = self.classifier.loss(latents, labels, smoothing=label_smoothing)
+            terms["label_loss"], terms["label_acc"] = label_loss, label_acc
+            total = total + label_weight * label_loss.to(total.dtype)
+        return LossOutput(total, terms)
