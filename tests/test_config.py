@@ -184,3 +184,24 @@ def test_stage_settings_digest_is_stable_and_specific():
     assert digest(changed, "train", method="none") != digest(cfg, "train", method="none")  # the dropout
     changed["domains"]["image"]["model"] = copy.deepcopy(cfg["domains"]["image"]["model"])
     assert digest(changed, "train", method="none") == digest(cfg, "train", method="none")
+
+
+def test_the_workflow_and_the_api_default_training_alike():
+    # one set of training defaults: what a config leaves out is what CrossModalModel.train and
+    # TrainingPlan default to (stages.TRAIN_OPTIONS is the one table between config and API)
+    import inspect
+
+    from cellbridge.model import CrossModalModel
+    from cellbridge.stages import TRAIN_OPTIONS, alignment_weight, train_options
+    from cellbridge.training import TrainingPlan
+
+    cfg = validate_config(copy.deepcopy(MINIMAL))
+    api = {k: p.default for k, p in inspect.signature(CrossModalModel.train).parameters.items()}
+    from_config = train_options(cfg)
+    assert set(from_config) == set(TRAIN_OPTIONS) and set(TRAIN_OPTIONS) <= set(api)
+    assert from_config == {k: api[k] for k in TRAIN_OPTIONS}
+    assert alignment_weight(cfg, "wasserstein") == api["align_weight"]
+    plan = {f: getattr(TrainingPlan, f) for f in TrainingPlan.__dataclass_fields__}
+    assert {k: v for k, v in api.items() if k in plan and k != "batch_size"} == {
+        k: plan[k] for k in api if k in plan and k != "batch_size"
+    }

@@ -168,13 +168,15 @@ class CrossModalModel:
                 correspondence, correspondence_kwargs, alignment, len(adatas), supervised=bool(labels)
             ),
         }
-        self.device = resolve_device(device)
-        self.module = build_module(self.config).to(self.device)
         self.adatas: dict[str, ad.AnnData] = dict(adatas)
         self.data: dict[str, DomainData] = {
             name: self._register(name, adata, check_features=False) for name, adata in adatas.items()
         }
-        self._fill_data_constants()
+        self._estimate_data_constants()
+        # built once the config is complete: the module is a function of the config alone
+        # (what load() rebuilds it from), never patched after
+        self.device = resolve_device(device)
+        self.module = build_module(self.config).to(self.device)
         self.anchors = anchor_sets(anchors, self.data, fraction=anchor_fraction, seed=seed) if anchors is not None else []
         self.history: pd.DataFrame | None = None
         #: batch size and learning rate of the last :meth:`train` (``batch_size="auto"`` resolved)
@@ -228,15 +230,13 @@ class CrossModalModel:
             label_categories=self.config["labels"],
         )
 
-    def _fill_data_constants(self) -> None:
-        """Record likelihood constants estimated from the registered data (kept in the config)."""
+    def _estimate_data_constants(self) -> None:
+        """Likelihood constants estimated from the registered data, recorded in the domains' config."""
         for name, data in self.data.items():
             cfg = self.config["domains"][name]
-            ae = self.module.autoencoders[name]
             if cfg["likelihood"] in ("gaussian", "mse"):
-                target = data.targets[type(ae.likelihood).target]
+                target = data.targets[likelihood_target(cfg["likelihood"], cfg["modality"])]
                 cfg["variance"] = mean_feature_variance(target, rows=data.training_cells())
-                ae.likelihood.variance = cfg["variance"]
             if cfg["likelihood"] != "nb":
                 continue
             scale = estimate_x_scale(data.inputs)
@@ -247,8 +247,6 @@ class CrossModalModel:
                 )
             cfg["x_scale"] = scale
             cfg["default_library"] = float(np.median(data.library))
-            ae.likelihood.x_scale = cfg["x_scale"]
-            ae.likelihood.default_library = cfg["default_library"]
 
     # ------------------------------------------------------------ helpers
     @property
@@ -280,25 +278,25 @@ class CrossModalModel:
     def train(
         self,
         *,
-        max_epochs: int = 100,
+        max_epochs: int = TrainingPlan.max_epochs,
         batch_size: int | str = "auto",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        critic_lr: float | None = None,
-        warmup_epochs: int = 5,
-        ramp_epochs: int = 10,
-        align_weight: float = 1.0,
-        align_schedule: str = "linear",
-        label_weight: float = 1.0,
-        label_smoothing: float = 0.7,
-        match_label_batches: bool = True,
-        anchor_weight: float = 1.0,
-        prior_weight: float = 1.0,
-        validation_fraction: float = 0.1,
-        early_stopping_patience: int | None = None,
-        min_delta: float = 0.0,
-        grad_clip: float | None = 10.0,
-        use_test_cells: bool = False,
+        lr: float = TrainingPlan.lr,
+        weight_decay: float = TrainingPlan.weight_decay,
+        critic_lr: float | None = TrainingPlan.critic_lr,
+        warmup_epochs: int = TrainingPlan.warmup_epochs,
+        ramp_epochs: int = TrainingPlan.ramp_epochs,
+        align_weight: float = TrainingPlan.align_weight,
+        align_schedule: str = TrainingPlan.align_schedule,
+        label_weight: float = TrainingPlan.label_weight,
+        label_smoothing: float = TrainingPlan.label_smoothing,
+        match_label_batches: bool = TrainingPlan.match_label_batches,
+        anchor_weight: float = TrainingPlan.anchor_weight,
+        prior_weight: float = TrainingPlan.prior_weight,
+        validation_fraction: float = TrainingPlan.validation_fraction,
+        early_stopping_patience: int | None = TrainingPlan.early_stopping_patience,
+        min_delta: float = TrainingPlan.min_delta,
+        grad_clip: float | None = TrainingPlan.grad_clip,
+        use_test_cells: bool = TrainingPlan.use_test_cells,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 5,
         resume: bool = True,

@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +363,39 @@ def uses_labels(config: dict[str, Any], method: str) -> bool:
     return bool(labels["use"] or aligner_options(config, method).get("conditional"))
 
 
+#: where in the config each option of :meth:`~cellbridge.model.CrossModalModel.train` that
+#: the workflow sets is read (the alignment weight depends on the method: :func:`alignment_weight`).
+#: The one table between the two: a test holds the schema's defaults to the API's.
+TRAIN_OPTIONS: dict[str, tuple[str, ...]] = {
+    "max_epochs": ("training", "max_epochs"),
+    "batch_size": ("training", "batch_size"),
+    "lr": ("training", "lr"),
+    "weight_decay": ("training", "weight_decay"),
+    "validation_fraction": ("training", "validation_fraction"),
+    "early_stopping_patience": ("training", "early_stopping_patience"),
+    "checkpoint_every": ("training", "checkpoint_every"),
+    "warmup_epochs": ("alignment", "warmup_epochs"),
+    "ramp_epochs": ("alignment", "ramp_epochs"),
+    "align_schedule": ("alignment", "schedule"),
+    "label_weight": ("alignment", "labels", "weight"),
+    "label_smoothing": ("alignment", "labels", "smoothing"),
+    "match_label_batches": ("alignment", "labels", "match_batches"),
+    "anchor_weight": ("alignment", "anchors", "weight"),
+    "prior_weight": ("alignment", "correspondence", "weight"),
+}
+
+
+def train_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :meth:`~cellbridge.model.CrossModalModel.train` options a validated config sets (:data:`TRAIN_OPTIONS`)."""
+    out = {}
+    for option, path in TRAIN_OPTIONS.items():
+        value = config
+        for key in path:
+            value = value[key]
+        out[option] = value
+    return out
+
+
 def alignment_weight(config: dict[str, Any], method: str) -> float:
     """``alignment.<method>.weight`` when set, else ``alignment.weight``; 0 for ``none``.
 
@@ -426,25 +459,10 @@ def train(
     torch.set_num_threads(config["training"]["threads"])
     adatas = read_prepared(config, prepared, for_training=True)
     model = build_model(config, adatas, method, seed)
-    tr, al = config["training"], config["alignment"]
     model.train(
-        max_epochs=tr["max_epochs"],
-        batch_size=tr["batch_size"],
-        lr=tr["lr"],
-        weight_decay=tr["weight_decay"],
-        warmup_epochs=al["warmup_epochs"],
-        ramp_epochs=al["ramp_epochs"],
+        **train_options(config),
         align_weight=alignment_weight(config, method),
-        align_schedule=al["schedule"],
-        label_weight=al["labels"]["weight"],
-        label_smoothing=al["labels"]["smoothing"],
-        match_label_batches=al["labels"]["match_batches"],
-        anchor_weight=al["anchors"]["weight"],
-        prior_weight=al["correspondence"]["weight"],
-        validation_fraction=tr["validation_fraction"],
-        early_stopping_patience=tr["early_stopping_patience"],
         checkpoint_dir=checkpoints if checkpoints is not None else checkpoint_dir(config, method, seed),
-        checkpoint_every=tr["checkpoint_every"],
         resume=not fresh,
         progress=progress,
     )
