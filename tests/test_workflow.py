@@ -101,7 +101,8 @@ def test_workflow_trains_translates_and_evaluates(tiny_run):
         assert metrics["held_out"]["rna"]["split"]
     table = pd.read_csv(res / "comparison.tsv", sep="\t")
     assert set(table["method"]) == {"mmd", "none", "trivial"}
-    assert (res / "plots" / "evaluate" / "mmd" / "seed0" / "latent_umap.png").stat().st_size > 0
+    for figure in ("latent_umap", "latent_shift"):
+        assert (res / "plots" / "evaluate" / "mmd" / "seed0" / f"{figure}.png").stat().st_size > 0
     assert (res / "checkpoints" / "mmd" / "seed0" / "checkpoint.pt").exists()
 
 
@@ -152,7 +153,7 @@ def dry_run_jobs(workdir: Path, config: dict, *extra: str, name: str = "changed"
 def _after_training(*methods: str) -> set[tuple[str, str]]:
     jobs = {("plot_latents", ""), ("compare", "")}
     for m in methods:
-        jobs |= {("train", m), ("translate", m), ("evaluate", m)}
+        jobs |= {("train", m), ("translate", m), ("evaluate", m), ("plot_shift", m)}
     return jobs
 
 
@@ -168,6 +169,8 @@ RERUNS = [
     ("alignment.mmd.scales", [0.5, 2.0], _after_training("mmd")),
     ("alignment.warmup_epochs", 2, _after_training("mmd", "none")),  # shared keys count for 'none' too
     ("evaluation.label_k", 3, {("evaluate", "mmd"), ("evaluate", "none"), ("compare", "")}),
+    # the sample the metrics and the latent-shift figure are drawn on
+    ("evaluation.sample_seed", 5, {(r, m) for r in ("evaluate", "plot_shift") for m in ("mmd", "none")} | {("compare", "")}),
     ("training.threads", 1, set()),  # how a job runs, not what it computes
 ]
 
@@ -204,7 +207,8 @@ def planned(tiny_run) -> dict[str, Future]:
 def test_a_config_change_reruns_exactly_the_affected_jobs(planned, key, value, expected):
     jobs = planned[key].result()
     if expected is None:
-        assert ("simulate", "") in jobs and len(jobs) == 1 + 3 + 2 * 3 + 2
+        # every job: simulate, 3 preparation jobs, 4 per method (train, translate, evaluate, plot_shift), plot_latents, compare
+        assert ("simulate", "") in jobs and len(jobs) == 1 + 3 + 2 * 4 + 2
     else:
         assert jobs == expected
 

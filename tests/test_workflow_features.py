@@ -55,8 +55,8 @@ def test_dry_run_plans_every_stage_for_a_features_domain(byo):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], flags=re.MULTILINE))
-    assert stats == {"prepare": "2", "train": "1", "translate": "1", "evaluate": "1", "plot_latents": "1",
-                     "compare": "1", "all": "1", "total": "8"}
+    assert stats == {"prepare": "2", "train": "1", "translate": "1", "evaluate": "1", "plot_shift": "1",
+                     "plot_latents": "1", "compare": "1", "all": "1", "total": "9"}
     assert "results/byo/prepared/pcs.h5ad" in out
     assert "truth.tsv" not in out  # no truth: nothing makes or reads one
     assert "rna_to_pcs.png" not in out  # nor are the scatter plots against measured partners planned

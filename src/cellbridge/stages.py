@@ -825,8 +825,6 @@ def evaluate(
     prepared: dict[str, PathLike] | None = None,
     output: PathLike | None = None,
     scatters: dict[tuple[str, str], PathLike] | None = None,
-    shift: PathLike | None = None,
-    model_path: PathLike | None = None,
 ) -> dict[str, Any]:
     """Score one model on held-out cells; write ``metrics/{method}/seed{seed}.json`` and plots.
 
@@ -892,15 +890,33 @@ def evaluate(
     finally:
         for tr in trans.values():
             tr.file.close()
-    if shift is not None:
-        from .model import CrossModalModel
-
-        model = CrossModalModel.load(model_path or model_dir(config, method, seed), prep)
-        plot_shift(
-            model, prep, path=shift, label_key=config["label_key"], title=f"{method}, seed {seed}",
-            max_cells=ev["max_cells"], seed=ev["sample_seed"],
-        )  # fmt: skip
     return result
+
+
+def shift_figure(
+    config: dict[str, Any],
+    method: str,
+    seed: int,
+    *,
+    prepared: dict[str, PathLike] | None = None,
+    model_path: PathLike | None = None,
+    output: PathLike | None = None,
+) -> Path:
+    """Draw one model's latent-shift figure (:func:`plot_shift`), ``plots/evaluate/{method}/seed{seed}/latent_shift.png``.
+
+    Its own job (rule ``plot_shift``): the only step after training that decodes with the
+    model besides translation, so scoring (:func:`evaluate`) never loads the model.
+    """
+    from .model import CrossModalModel
+
+    prep = read_prepared(config, prepared, for_evaluation=True)
+    model = CrossModalModel.load(model_path or model_dir(config, method, seed), prep)
+    ev = config["evaluation"]
+    path = output or results_dir(config) / "plots" / "evaluate" / method / f"seed{seed}" / "latent_shift.png"
+    return plot_shift(
+        model, prep, path=path, label_key=config["label_key"], title=f"{method}, seed {seed}",
+        max_cells=ev["max_cells"], seed=ev["sample_seed"],
+    )  # fmt: skip
 
 
 def plot_latents(
@@ -1218,7 +1234,7 @@ def stage_settings(
         Validated configuration.
     stage
         ``simulate``, ``import_scicar``, ``prepare`` (needs ``domain``), ``train`` (needs
-        ``method``), ``translate``, ``evaluate`` or ``plot_latents``.
+        ``method``), ``translate``, ``evaluate``, ``plot_shift`` or ``plot_latents``.
     domain, method
         The job's wildcards.
     """
@@ -1265,6 +1281,9 @@ def stage_settings(
     if stage == "evaluate":
         evaluation = {k: v for k, v in config["evaluation"].items() if k != "umap_max_cells"}  # the figure's
         return {"evaluation": evaluation, "label_key": config["label_key"], "truth": config["truth"]}
+    if stage == "plot_shift":
+        return {"label_key": config["label_key"], "max_cells": config["evaluation"]["max_cells"],
+                "sample_seed": config["evaluation"]["sample_seed"]}
     if stage == "plot_latents":
         return {"label_key": config["label_key"], "truth": config["truth"],
                 "umap_max_cells": config["evaluation"]["umap_max_cells"]}

@@ -128,8 +128,9 @@ def all_outputs():
     out += [f"{RESULTS}/plots/prepare/{d}.png" for d in DOMAINS]
     out += [f"{RESULTS}/comparison.tsv", f"{RESULTS}/plots/comparison.png"]
     out += [
-        f"{RESULTS}/plots/evaluate/{m}/seed{s}/latent_umap.png"
+        f"{RESULTS}/plots/evaluate/{m}/seed{s}/{figure}.png"
         for m in METHODS
         for s in SEEDS
+        for figure in ("latent_umap", "latent_shift")
     ]
     return out

@@ -1,7 +1,6 @@
-"""Rule evaluate: metrics of one model on held-out cells, joint-latent UMAP, scatter plots."""
+"""Rule evaluate: metrics of one model on held-out cells and the translation scatter plots."""
 
 import _bootstrap  # noqa: F401  (makes cellbridge importable, see _bootstrap.py)
-from pathlib import Path
 
 from cellbridge import stages
 from cellbridge._logging import log_to_file
@@ -19,6 +18,4 @@ with log_to_file(sm.log[0]):
         prepared=dict(zip(domains, sm.input.prepared, strict=True)),
         output=sm.output.metrics,
         scatters=dict(zip(sm.params.scatter_pairs, sm.output.scatters, strict=True)),
-        shift=sm.output.shift,
-        model_path=Path(sm.input.model).parent,
     )
