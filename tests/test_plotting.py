@@ -124,7 +124,7 @@ def test_plot_joint_latent_umap_branch_and_fallback(rng, tmp_path, monkeypatch):
     assert calls["random_state"] == 3 and calls["n_neighbors"] == 15
 
     monkeypatch.setitem(sys.modules, "umap", None)  # import fails -> PCA with a note
-    coords, name, _, note = plotting._embed_2d(latents["rna"], "umap", 0)
+    coords, name, _, note = plotting.latent._embed_2d(latents["rna"], "umap", 0)
     assert name == "PCA" and "not installed" in note and coords.shape == (30, 2)
 
 
@@ -248,10 +248,10 @@ def test_plot_comparison_wide_and_long(rng, tmp_path):
 
 
 def test_comparison_direction_matching():
-    assert plotting._is_lower_better("foscttm_rna_atac", plotting.LOWER_IS_BETTER)
-    assert plotting._is_lower_better("pixel_mse", plotting.LOWER_IS_BETTER)
-    assert not plotting._is_lower_better("domain_entropy", plotting.LOWER_IS_BETTER)
-    assert plotting._is_lower_better("custom", {"custom"})
+    assert plotting.comparison._is_lower_better("foscttm_rna_atac", plotting.LOWER_IS_BETTER)
+    assert plotting.comparison._is_lower_better("pixel_mse", plotting.LOWER_IS_BETTER)
+    assert not plotting.comparison._is_lower_better("domain_entropy", plotting.LOWER_IS_BETTER)
+    assert plotting.comparison._is_lower_better("custom", {"custom"})
 
 
 def test_plot_comparison_rejects_bad_tables(rng, tmp_path):

@@ -18,7 +18,7 @@ from cellbridge.model import CrossModalModel
 from cellbridge.nn.likelihoods import LIKELIHOODS_BY_MODALITY, Gaussian, VectorMSE
 from cellbridge.preprocess.counts import require_counts
 from cellbridge.preprocess.features import prepare_features
-from cellbridge.preprocess.qc import plot_qc
+from cellbridge.plotting import plot_qc
 
 
 def feature_matrix(n_cells: int = 60, n_features: int = 8, *, seed: int = 0) -> np.ndarray:

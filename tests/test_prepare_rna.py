@@ -21,7 +21,7 @@ from cellbridge.preprocess.counts import (
     read_counts,
     validate_counts,
 )
-from cellbridge.preprocess.qc import plot_qc
+from cellbridge.plotting import plot_qc
 from cellbridge.preprocess.rna import prepare_rna
 
 

@@ -7,6 +7,7 @@ import torch
 from _synthetic import FAST_TRAIN, fast_model, make_domains
 
 from cellbridge.align import mmd
+from cellbridge.plotting import plot_history
 from cellbridge.training import (
     COST_COLUMNS,
     BalancedSampler,
@@ -14,7 +15,6 @@ from cellbridge.training import (
     Trainer,
     TrainingDivergedError,
     TrainingPlan,
-    plot_history,
     split_validation,
 )
 

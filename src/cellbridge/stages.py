@@ -183,7 +183,7 @@ def prepare_domain(
             plot_image_qc(adata, plot)
     else:
         from .preprocess.counts import read_counts
-        from .preprocess.qc import plot_qc
+        from .plotting import plot_qc
 
         # no name kept for the raw counts: the preparer frees them once it holds its copy
         adata = prepare(
@@ -454,7 +454,7 @@ def train(
     import anndata as ad
     import torch
 
-    from .training import plot_history
+    from .plotting import plot_history
 
     torch.set_num_threads(config["training"]["threads"])
     adatas = read_prepared(config, prepared, for_training=True)

@@ -13,7 +13,7 @@
    ``n_top_genes`` highly variable genes, as float32.
 
 The per-cell QC table of all input cells (kept and removed) is stored in
-``uns["cellbridge"]["qc"]``; :func:`cellbridge.preprocess.qc.plot_qc` draws it.
+``uns["cellbridge"]["qc"]``; :func:`cellbridge.plotting.plot_qc` draws it.
 """
 
 from __future__ import annotations
