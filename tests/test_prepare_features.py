@@ -14,6 +14,7 @@ from _synthetic import FAST_TRAIN, fast_model, latent_states, make_rna
 from cellbridge import InputError, stages
 from cellbridge.config import load_schema, validate_config
 from cellbridge.contract import MODALITIES
+from cellbridge.modalities import REGISTRY, get_modality
 from cellbridge.model import CrossModalModel
 from cellbridge.nn.likelihoods import LIKELIHOODS_BY_MODALITY, Gaussian, VectorMSE
 from cellbridge.preprocess.counts import require_counts
@@ -130,8 +131,8 @@ def test_features_domain_is_prepared_from_a_transposed_table_without_truth(tmp_p
 
 
 def test_an_unknown_modality_is_an_error_not_the_protein_path(tmp_path):
-    with pytest.raises(InputError, match="'methylation'"):
-        stages._sequencing_preparer("methylation")
+    with pytest.raises(ValueError, match="unknown modality 'methylation'; known: rna, atac, protein, image, features"):
+        get_modality("methylation")
     _write_table(np.random.default_rng(5).poisson(5, size=(30, 4)).astype(float), tmp_path / "adt.tsv")
     config = validate_config({
         "run": "t",
@@ -261,3 +262,32 @@ def test_a_config_without_truth_is_valid_with_simulated_domains():
     }))
     assert config["truth"] is None
     assert stages.truth_path(config) is None
+
+
+def test_every_registered_modality_prepares_and_is_known_to_the_schema_and_the_model():
+    # the registry is the one list: each entry's preparer exists and takes what prepare_domain
+    # passes, each has its likelihoods, the schema names exactly these modalities, and the QC figure
+    # of every vector modality draws from the entry alone
+    import inspect
+
+    schema = load_schema()
+    assert tuple(REGISTRY) == MODALITIES
+    assert list(schema["$defs"]["domain"]["properties"]["modality"]["enum"]) == list(REGISTRY)
+    for name, entry in REGISTRY.items():
+        prepare = entry.prepare_function()
+        assert prepare.__name__ == f"prepare_{name}"
+        assert LIKELIHOODS_BY_MODALITY[name] == entry.likelihoods and entry.likelihoods
+        if not entry.image:
+            keywords = set(inspect.signature(prepare).parameters)
+            assert {"domain", "label_key", "labels", "source"} <= keywords, name
+            assert entry.qc_panels, name
+    assert [m for m, e in REGISTRY.items() if e.image] == ["image"]
+
+
+def test_plot_qc_refuses_a_modality_it_does_not_know(tmp_path):
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    out = prepare_features(ad.AnnData(X), domain="pcs", source="pcs.csv")
+    out.uns["cellbridge"]["modality"] = "methylation"
+    with pytest.raises(ValueError, match="unknown modality 'methylation'"):
+        plot_qc(out, tmp_path / "qc.png")
+    assert not (tmp_path / "qc.png").exists()

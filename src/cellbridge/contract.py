@@ -11,7 +11,8 @@ This module is the one home of those names, of stamping a prepared domain
 (:func:`finalize_domain`), of checking one (:func:`validate_domain`), of turning
 parameter values into ones JSON and h5ad can hold (:func:`jsonable`) and of the
 package version (:func:`package_version`). It imports nothing of cellbridge but
-:mod:`cellbridge._io`, so every layer may import it.
+:mod:`cellbridge._io` and the modality registry (:mod:`cellbridge.modalities`), so every
+layer may import it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._io import BLOCK_ENTRIES, InputError, OnDiskCSR, as_rows
+from .modalities import COUNT_MODALITIES, MODALITIES  # noqa: F401  (names of the contract)
 
-#: modalities a prepared domain may have; everything but "image" is a vector domain
-MODALITIES = ("rna", "atac", "protein", "image", "features")
-#: modalities prepared from raw counts (kept in ``layers["counts"]``)
-COUNT_MODALITIES = ("rna", "atac", "protein")
+# the modalities a prepared domain may have, and those prepared from raw counts, are the
+# registry's (cellbridge.modalities); named here too as part of the contract
 #: ``uns`` key of the contract's metadata (modality, params, source, version)
 UNS_KEY = "cellbridge"
 #: obs column with the domain's name

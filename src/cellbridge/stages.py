@@ -19,6 +19,7 @@ from typing import Any
 
 from ._io import InputError, read_h5ad, write_h5ad
 from .contract import LATENT_KEY
+from .modalities import MODALITIES, get_modality
 
 logger = logging.getLogger("cellbridge")
 
@@ -117,27 +118,6 @@ def import_scicar(config: dict[str, Any], out_dir: PathLike | None = None) -> di
     return write_scicar_inputs(sc["path"], out, test_fraction=sc["test_fraction"], seed=sc["seed"])
 
 
-def _sequencing_preparer(modality: str):
-    """The preparer of a vector modality (every one reads its input with ``read_counts``).
-
-    An unknown modality is an error: falling back to one of them would preprocess the
-    data as something it is not (e.g. CLR-transform values that are not protein counts).
-    """
-    if modality == "rna":
-        from .preprocess.rna import prepare_rna as prepare
-    elif modality == "atac":
-        from .preprocess.atac import prepare_atac as prepare
-    elif modality == "protein":
-        from .preprocess.protein import prepare_protein as prepare
-    elif modality == "features":
-        from .preprocess.features import prepare_features as prepare
-    else:
-        raise InputError(
-            None, f"no preprocessing for modality {modality!r}; known: rna, atac, protein, features, image"
-        )
-    return prepare
-
-
 def prepare_domain(
     config: dict[str, Any],
     domain: str,
@@ -167,18 +147,21 @@ def prepare_domain(
         raise InputError(None, f"unknown domain '{domain}'; the config defines: {known}")
     dom = config["domains"][domain]
     modality = dom["modality"]
-    # before anything is read, so a modality without a preparer fails with its name
-    prepare = None if modality == "image" else _sequencing_preparer(modality)
+    # before anything is read: an unknown modality fails with its name, never falls back to
+    # another's preprocessing (e.g. CLR-transforming values that are not protein counts)
+    try:
+        prepare = get_modality(modality).prepare_function()
+    except ValueError:
+        known = ", ".join(MODALITIES)
+        raise InputError(None, f"domain {domain!r}: no preprocessing for modality {modality!r}; known: {known}") from None
     params = dict(config["preprocess"][modality])
     src = Path(input_path) if input_path is not None else domain_input(config, domain)
     label_key = config["label_key"]
 
-    if modality == "image":
-        from .preprocess.image import plot_image_qc, prepare_image
+    if get_modality(modality).image:
+        from .preprocess.image import plot_image_qc
 
-        adata = prepare_image(
-            src, domain=domain, annotations=annotations_input(config, domain), **params
-        )
+        adata = prepare(src, domain=domain, annotations=annotations_input(config, domain), **params)
         if plot is not None:
             plot_image_qc(adata, plot)
     else:
@@ -794,16 +777,6 @@ def plot_gallery(translated, source, target, path: PathLike, *, truth=None, labe
 
 
 # --------------------------------------------------------------------------- evaluation
-#: What ``X`` of a prepared domain holds, per modality (axis labels of the figures).
-X_UNITS = {
-    "rna": "log1p-normalised expression",
-    "atac": "TF-IDF",
-    "protein": "CLR",
-    "features": "standardised value",
-    "image": "morphology feature",
-}
-
-
 def vector_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Cross-domain (source, target) pairs with a vector target."""
     doms = config["domains"]
@@ -831,8 +804,6 @@ def evaluate(
     Translations are opened backed: of their ``X`` only the rows scored are read (at most
     ``evaluation.max_cells`` pairs), so a translation of a million cells is never loaded whole.
     """
-    import anndata as ad
-
     from ._io import write_json
     from .evaluate import evaluate_run, held_out_mask, take_rows, translation_pairs
     from .plotting import plot_translation_scatter
@@ -885,7 +856,7 @@ def evaluate(
                 take_rows(trans[(s, t)].X, ip), take_rows(prep[t].X, it), feature_names=list(prep[t].var_names),
                 path=path,
                 title=f"{method}, seed {seed}: {s} → {t}, held-out cells with a measured partner",
-                units=X_UNITS.get(config["domains"][t]["modality"], ""),
+                units=get_modality(config["domains"][t]["modality"]).units,
             )
     finally:
         for tr in trans.values():

@@ -23,27 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: likelihoods each modality may use; the first entry is what ``"auto"`` picks
-LIKELIHOODS_BY_MODALITY: dict[str, tuple[str, ...]] = {
-    # Gaussian on log-normalised X is the default for RNA: it optimises the very values
-    # a translation is scored against (per-gene correlation with measured X) and gives
-    # every gene equal weight, whereas the NB likelihood is dominated by a few highly
-    # expressed genes; "nb" is available for count-faithful reconstructions.
-    "rna": ("gaussian", "nb"),
-    "protein": ("gaussian", "nb"),
-    "atac": ("bernoulli", "gaussian"),
-    "image": ("mse", "bce"),
-    # any real values (PCA, topics, methylation rates): nothing but X to compare with;
-    # "mse" is the Gaussian's fixed-scale loss, never a learned per-feature scale
-    "features": ("gaussian", "mse"),
-}
+from ..modalities import REGISTRY, get_modality
+
+#: likelihoods each modality may use; the first entry is what ``"auto"`` picks (the
+#: registry's, :attr:`cellbridge.modalities.Modality.likelihoods`, where the choice is explained)
+LIKELIHOODS_BY_MODALITY: dict[str, tuple[str, ...]] = {name: m.likelihoods for name, m in REGISTRY.items()}
 
 
 def resolve_likelihood(name: str, modality: str) -> str:
     """Resolve ``"auto"`` and check that ``name`` suits ``modality``."""
-    options = LIKELIHOODS_BY_MODALITY.get(modality)
-    if options is None:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(LIKELIHOODS_BY_MODALITY)}")
+    options = get_modality(modality).likelihoods
     if name == "auto":
         return options[0]
     if name not in options:

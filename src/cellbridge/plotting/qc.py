@@ -15,29 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .._io import save_figure
+from ..modalities import get_modality
 
 __all__ = ["plot_qc"]
-
-# (qc column, title, name of the threshold parameter, log scale) per modality
-_PANELS = {
-    "rna": [
-        ("n_genes_by_counts", "detected genes per cell", "min_genes", False),
-        ("total_counts", "total counts per cell", None, True),
-        ("pct_counts_mt", "% counts in mitochondrial genes", "max_pct_mito", False),
-    ],
-    "atac": [
-        ("n_peaks", "accessible peaks per cell", "min_peaks_per_cell", False),
-        ("total_counts", "total counts per cell", None, True),
-    ],
-    "protein": [("total_counts", "total antibody counts per cell", "min_counts", True)],
-    # no cell is filtered; the spread of the input values per cell shows outlier cells and
-    # how the values were scaled before cellbridge saw them
-    "features": [
-        ("mean_value", "mean input value per cell", None, False),
-        ("sd_value", "SD of input values per cell", None, False),
-    ],
-}
-_FEATURE_NOUN = {"rna": "genes", "atac": "peaks", "protein": "proteins", "features": "features"}
 
 
 def _bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
@@ -72,20 +52,23 @@ def plot_qc(adata: ad.AnnData, path: str | os.PathLike, *, bins: int = 50) -> Pa
     info = adata.uns.get("cellbridge", {})
     if "qc" not in info:
         raise ValueError("adata.uns['cellbridge']['qc'] is missing; pass the output of a prepare_* function")
-    modality = info.get("modality", "rna")
+    modality = get_modality(info.get("modality"))
+    if modality.image:
+        raise ValueError("plot_qc draws vector domains; the image QC sheet is cellbridge.preprocess.image.plot_image_qc")
     qc: pd.DataFrame = info["qc"]
     params = info.get("params", {})
     kept = qc["kept"].to_numpy(dtype=bool)
-    panels = [p for p in _PANELS.get(modality, _PANELS["protein"]) if p[0] in qc]
-    first = panels[0][0]
-    scatter = modality != "protein" and "total_counts" in qc and first != "total_counts"
+    panels = [p for p in modality.qc_panels if p.column in qc]
+    first = panels[0].column
+    scatter = "total_counts" in qc and first != "total_counts"
 
     fig = Figure(figsize=(4.2 * (len(panels) + scatter), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels) + scatter))
-    for ax, (column, title, threshold_key, log) in zip(axes, panels, strict=False):
-        values = qc[column].to_numpy(dtype=float)
-        threshold = params.get(threshold_key) if threshold_key else None
-        if log:
+    for ax, panel in zip(axes, panels, strict=False):
+        values = qc[panel.column].to_numpy(dtype=float)
+        threshold = params.get(panel.threshold) if panel.threshold else None
+        title = panel.title
+        if panel.log:
             values = np.log10(values + 1)
             title += " (log10(x+1))"
             threshold = None if threshold is None else np.log10(threshold + 1)
@@ -105,11 +88,11 @@ def plot_qc(adata: ad.AnnData, path: str | os.PathLike, *, bins: int = 50) -> Pa
         ax.scatter(qc["total_counts"][~kept], qc[first][~kept], s=3, c="tab:red", label="removed")
         ax.set_xscale("symlog")
         ax.set_xlabel("total counts")
-        ax.set_ylabel(panels[0][1].replace(" per cell", ""))
+        ax.set_ylabel(panels[0].title.replace(" per cell", ""))
         ax.legend(fontsize=7)
     fig.suptitle(
-        f"{info.get('domain', modality)}: {int(kept.sum())} of {len(kept)} cells kept "
-        f"({int((~kept).sum())} removed); {adata.n_vars} {_FEATURE_NOUN.get(modality, 'features')}",
+        f"{info.get('domain', modality.name)}: {int(kept.sum())} of {len(kept)} cells kept "
+        f"({int((~kept).sum())} removed); {adata.n_vars} {modality.feature_noun}",
         fontsize=10,
     )
     fig.tight_layout()
