@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     parser.add_argument("--smoke", action="store_true", help="the real-data benchmark's tiny subsets (tests)")
+    parser.add_argument("--n-restarts", type=int, help="landmark restarts per seed (default: the package's)")
     args = parser.parse_args()
     root, out = Path(args.data).resolve(), Path(args.out).resolve()
     workroot = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="prior_selection_"))
@@ -182,6 +183,8 @@ def main() -> None:
         views, options = prepared_views(ds, root, workroot / name, smoke=args.smoke)
         if args.smoke:
             options = {**options, "n_landmarks": 30, "k_grid": [10, 20], "n_restarts": 2}
+        if args.n_restarts is not None:
+            options = {**options, "n_restarts": args.n_restarts}
         for seed in (int(s) for s in real_data._names(args.seeds)):
             t0 = time.perf_counter()
             seed_rows = score_seed(name, views, options, seed)
@@ -197,6 +200,7 @@ def main() -> None:
     table = summary(frame)
     text = (f"# Correspondence prior: which GW candidate each selection rule keeps\n\n"
             f"{'SMOKE (tiny, not a result). ' if args.smoke else ''}Truth used only to score; training cells; "
+            f"landmark restarts: {args.n_restarts or 'the package default'}; "
             f"{real_data.machine()}.\n\n{table.to_markdown(index=False)}\n")
     real_data._atomic(out / "prior_selection.md", text)
     print(text)
