@@ -100,10 +100,10 @@ def test_files_training_reads_from_disk_are_written_uncompressed(files, tmp_path
 
     adatas, paths = files
     rna = adatas["rna"]
-    assert stages._prepared_compression(rna) == "gzip"  # small: compressed, held in memory
-    monkeypatch.setattr(stages, "LAZY_X_BYTES", stages._sparse_bytes(rna.X) - 1)
-    assert stages._prepared_compression(rna) is None  # large: rows are read one by one
-    write_h5ad(rna, tmp_path / "plain.h5ad", compression=stages._prepared_compression(rna))
+    assert stages.preparation._prepared_compression(rna) == "gzip"  # small: compressed, held in memory
+    monkeypatch.setattr(stages.preparation, "LAZY_X_BYTES", stages.preparation._sparse_bytes(rna.X) - 1)
+    assert stages.preparation._prepared_compression(rna) is None  # large: rows are read one by one
+    write_h5ad(rna, tmp_path / "plain.h5ad", compression=stages.preparation._prepared_compression(rna))
     write_h5ad(rna, tmp_path / "gzip.h5ad")
     with h5py.File(tmp_path / "plain.h5ad") as f:
         assert f["X/data"].compression is None

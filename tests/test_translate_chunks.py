@@ -181,7 +181,7 @@ def test_memory_grows_with_the_chunk_not_the_cells(tmp_path):
                     "image": {"modality": "image", "input": str(paths["image"])}},
     })
     # read and registered as the stage does; traced from here: the translation itself
-    sources = stages._read_translation_sources(config, paths)
+    sources = stages.translation._read_translation_sources(config, paths)
     model = CrossModalModel.load(folder, sources)
     dest = tmp_path / "rna_to_image.h5ad"
     tracemalloc.start()
