@@ -15,9 +15,9 @@ from scipy import ndimage as ndi
 
 from cellbridge import InputError
 from cellbridge._io import write_h5ad
+from cellbridge.preprocess.crops import canonical_orientation
 from cellbridge.preprocess.image import (
     annotate_nuclei,
-    canonical_orientation,
     find_image_files,
     find_mask_file,
     match_nuclei,

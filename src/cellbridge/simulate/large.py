@@ -147,7 +147,7 @@ def render_crops(
     from scipy import ndimage
 
     # the imaging preprocessing's own resize and normalisation, so crops look as it makes them
-    from ..preprocess.image import _normalise, _resize_stack
+    from ..preprocess.crops import _normalise, _resize_stack
 
     rng = np.random.default_rng(seed)
     stack = np.empty((len(traits), window, window), dtype=np.float32)
