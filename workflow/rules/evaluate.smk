@@ -32,7 +32,7 @@ rule evaluate:
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{method}}/seed{{seed}}.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/cellbridge.yaml"
     params:
         settings=settings("evaluate"),
         pairs=ALL_PAIRS,
@@ -58,7 +58,7 @@ rule plot_shift:
     benchmark:
         f"{RESULTS}/benchmarks/plot_shift/{{method}}/seed{{seed}}.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/cellbridge.yaml"
     params:
         settings=settings("plot_shift"),
     script:
@@ -92,7 +92,7 @@ rule plot_latents:
     benchmark:
         f"{RESULTS}/benchmarks/plot_latents.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/cellbridge.yaml"
     params:
         settings=settings("plot_latents"),
     script:
@@ -125,6 +125,6 @@ rule compare:
     log:
         f"{LOGS}/compare.log",
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/cellbridge.yaml"
     script:
         "../scripts/compare.py"

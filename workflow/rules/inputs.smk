@@ -9,7 +9,7 @@ rule simulate:
     benchmark:
         f"{RESULTS}/benchmarks/simulate.tsv"
     conda:
-        "../../envs/preprocessing.yaml"
+        "../../envs/cellbridge.yaml"
     params:
         settings=settings("simulate"),
     script:
@@ -26,7 +26,7 @@ rule import_scicar:
     log:
         f"{LOGS}/import_scicar.log",
     conda:
-        "../../envs/preprocessing.yaml"
+        "../../envs/cellbridge.yaml"
     params:
         settings=settings("import_scicar"),
     script:

@@ -17,7 +17,7 @@ rule prepare:
     benchmark:
         f"{RESULTS}/benchmarks/prepare/{{domain}}.tsv"
     conda:
-        "../../envs/preprocessing.yaml"
+        "../../envs/cellbridge.yaml"
     params:
         source=lambda wc: str(stages.domain_input(config, wc.domain)),
         settings=settings("prepare"),

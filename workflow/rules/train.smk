@@ -25,7 +25,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{method}}/seed{{seed}}.tsv"
     conda:
-        "../../envs/training.yaml"
+        "../../envs/cellbridge.yaml"
     threads: config["training"]["threads"]
     resources:
         gpu=1 if config["training"]["device"].startswith("cuda") else 0,

@@ -27,7 +27,7 @@ rule translate:
     benchmark:
         f"{RESULTS}/benchmarks/translate/{{method}}/seed{{seed}}.tsv"
     conda:
-        "../../envs/training.yaml"
+        "../../envs/cellbridge.yaml"
     params:
         settings=settings("translate"),
         pairs=ALL_PAIRS,

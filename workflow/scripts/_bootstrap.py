@@ -1,8 +1,9 @@
 """Make the cellbridge package importable in every workflow job.
 
-Snakemake puts this folder on ``sys.path`` for local scripts. A job in a per-stage conda
-env (``--sdm conda``) has the dependencies but not cellbridge itself, so the source tree
-is added here; where cellbridge is installed (``pip install -e .``) this does nothing.
+Snakemake puts this folder on ``sys.path`` for local scripts. A job in the workflow's
+conda env (``envs/cellbridge.yaml``, ``--sdm conda``) has the dependencies but not
+cellbridge itself, so the source tree is added here; where cellbridge is installed
+(``pip install -e .``) this does nothing.
 """
 
 import importlib.util
