@@ -160,7 +160,7 @@ def capped_sampler(max_steps: int | None, record: dict[str, Any]):
     """A sampler factory (``CrossModalModel.train(sampler=...)``) that caps an epoch at
     ``max_steps`` steps (``None``: the full epoch) and records the full and the run number of
     steps and the training cells."""
-    from cellbridge.training import default_sampler
+    from cellbridge.sampling import default_sampler
 
     def make(trainer):
         sampler = default_sampler(trainer)

@@ -8,15 +8,8 @@ from _synthetic import FAST_TRAIN, fast_model, make_domains
 
 from cellbridge.align import mmd
 from cellbridge.plotting import plot_history
-from cellbridge.training import (
-    COST_COLUMNS,
-    BalancedSampler,
-    LabelMatchedSampler,
-    Trainer,
-    TrainingDivergedError,
-    TrainingPlan,
-    split_validation,
-)
+from cellbridge.sampling import BalancedSampler, LabelMatchedSampler, split_validation
+from cellbridge.training import COST_COLUMNS, Trainer, TrainingDivergedError, TrainingPlan
 
 torch.set_num_threads(1)
 
@@ -102,7 +95,7 @@ def test_warmup_skips_the_alignment_term_but_validation_measures_it(domains, tmp
 
 
 def test_a_sampler_factory_replaces_the_default(domains):
-    from cellbridge.training import default_sampler
+    from cellbridge.sampling import default_sampler
 
     built = []
 

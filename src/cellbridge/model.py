@@ -36,17 +36,15 @@ from .contract import LATENT_KEY, domain_modality, domain_params, image_size_of,
 from .data import DomainData, estimate_x_scale, label_categories, mean_feature_variance
 from .nn.autoencoder import CrossModalModule, DomainAutoencoder, architecture_options
 from .nn.likelihoods import likelihood_target, resolve_likelihood
+from .sampling import SamplerFactory, check_label_supervision, default_sampler
 from .training import (
     MAX_STEPS_PER_EPOCH,
     REFERENCE_BATCH_SIZE,
     AnchorSet,
     Callback,
-    SamplerFactory,
     Trainer,
     TrainingPlan,
     auto_batch_size,
-    check_label_supervision,
-    default_sampler,
     resolve_device,
     scaled_lr,
 )
@@ -345,7 +343,7 @@ class CrossModalModel:
         match_label_batches
             Draw every domain's minibatch with the same label counts as the first
             domain's (when every domain has labels; see
-            :class:`~cellbridge.training.LabelMatchedSampler`), so the alignment
+            :class:`~cellbridge.sampling.LabelMatchedSampler`), so the alignment
             loss compares batches of equal composition.
         validation_fraction
             Held-out fraction of each domain's training cells.
@@ -367,7 +365,7 @@ class CrossModalModel:
             ``callback(epoch, row)`` after each epoch.
         sampler
             Builds the minibatch sampler from the :class:`~cellbridge.training.Trainer`
-            (default :func:`~cellbridge.training.default_sampler`); for benchmarks and
+            (default :func:`~cellbridge.sampling.default_sampler`); for benchmarks and
             experiments, e.g. an epoch capped at a number of steps.
 
         Returns
