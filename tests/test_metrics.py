@@ -98,7 +98,7 @@ def test_blocked_distance_pass_matches_single_block(rng, monkeypatch):
     zb = za + rng.normal(scale=0.7, size=za.shape)
     whole = foscttm_per_cell(za, zb)
     knn_whole = partner_in_knn(za, zb, k=4)
-    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 50)  # 1 row of 37 per block
+    monkeypatch.setattr(metrics._checks, "_BLOCK_ELEMENTS", 50)  # 1 row of 37 per block
     blocked = foscttm_per_cell(za, zb)
     np.testing.assert_array_equal(whole[0], blocked[0])
     np.testing.assert_array_equal(whole[1], blocked[1])
@@ -383,7 +383,7 @@ def test_blocked_correlation_matches_single_block(rng, monkeypatch):
     true = rng.normal(size=(11, 9))
     pred = true + rng.normal(size=true.shape)
     whole = (per_feature_correlation(pred, true), per_cell_correlation(pred, true), rmse(pred, true))
-    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 25)
+    monkeypatch.setattr(metrics._checks, "_BLOCK_ELEMENTS", 25)
     blocked = (per_feature_correlation(pred, true), per_cell_correlation(pred, true), rmse(pred, true))
     np.testing.assert_allclose(blocked[0], whole[0])
     np.testing.assert_allclose(blocked[1], whole[1])
@@ -537,7 +537,7 @@ def test_sparse_pca_with_all_components_reconstructs_exactly(rng, monkeypatch):
     test = rng.normal(size=(5, 15))
     # With 8 training cells the centred data has rank 7: 8 components span it and more.
     assert pca_reconstruction_error(train, train, n_components=8) < 1e-20
-    monkeypatch.setattr(metrics, "_MAX_FEATURES_COVARIANCE_PCA", 10)
+    monkeypatch.setattr(metrics.baselines, "_MAX_FEATURES_COVARIANCE_PCA", 10)
     with pytest.raises(ValueError, match="ARPACK"):
         pca_reconstruction_error(train, test, n_components=8)
 
