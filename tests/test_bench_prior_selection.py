@@ -28,11 +28,13 @@ def test_every_candidate_scored_and_each_rule_keeps_one_per_pair(tmp_path):
     assert sorted(frame["pair"].unique()) == ["rna-acc", "rna-met"]
     assert (frame.groupby("pair").size() == 4).all()
     assert frame["pair_agreement"].between(0, 1).all() and frame["witness"].astype(str).eq("True").sum() == 2
-    for rule in ("consensus", "distortion", "witness", "oracle"):
+    for rule in ("joint", "consensus", "distortion", "witness", "oracle"):
         kept = frame[frame["kept_by"].str.split(",").apply(lambda r, rule=rule: rule in r)]
         assert len(kept) == 2 and sorted(kept["pair"]) == ["rna-acc", "rna-met"], rule
     # the oracle keeps the best candidate of each pair by the truth
     best = frame.loc[frame.groupby("pair")["pair_agreement"].idxmax()]
     assert set(best["kept_by"].str.contains("oracle")) == {True}
+    # the joint rule keeps both of its candidates from one landmark restart (they share the hub's landmarks)
+    assert frame[frame["kept_by"].str.contains("joint")]["restart"].nunique() == 1
     summary = (out / "prior_selection.md").read_text()
     assert "SMOKE" in summary and "consensus" in summary and "mean candidate" in summary

@@ -14,12 +14,14 @@ import torch
 from cellbridge.align import anchor_loss
 from cellbridge.geometry import (
     DomainGeometry,
+    composed_coupling,
     consensus_scores,
     correspondence_priors,
     distortion_scores,
     domain_geometry,
     landmark_geodesics,
     representation,
+    joint_selection,
     select_candidate,
 )
 
@@ -136,6 +138,37 @@ def test_distortion_ranks_the_planted_correspondence_over_a_reflection():
     assert np.argmin(consensus_scores(projections, witnesses=witnesses)) < 2
 
 
+def _one_restart_geometry(points: np.ndarray) -> DomainGeometry:
+    """One landmark per point, uniform weights, Euclidean distances scaled to [0, 1]."""
+    n = len(points)
+    d = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    return DomainGeometry(np.arange(n), np.arange(n), np.full(n, 1.0 / n), {10: d / d.max()}, points)
+
+
+def test_joint_selection_keeps_the_correspondences_consistent_where_the_hub_cannot_tell():
+    """The hub A is a straight, evenly weighted line: matching it to B (or C) forwards or
+    end to end distorts exactly as much, so the pair alone cannot choose. B and C share a
+    scalene, asymmetric curve; the coupling they imply through A is the identity only if
+    both pairs are oriented alike. The joint rule keeps a consistent pair of candidates;
+    the candidates of each pair tie."""
+    n = 15
+    t = np.linspace(0, 1, n)
+    line = np.c_[t, np.zeros(n)]
+    curve = np.c_[np.cos(2.5 * t**1.5), np.sin(2.5 * t**1.5) * (1 + t)]
+    geoms = [{"a": _one_restart_geometry(line), "b": _one_restart_geometry(curve), "c": _one_restart_geometry(curve)}]
+    forward, reverse = np.eye(n) / n, np.eye(n)[::-1] / n
+    cands = {"b": [{"restart": 0, "coupling": forward}, {"restart": 0, "coupling": reverse}],
+             "c": [{"restart": 0, "coupling": reverse}, {"restart": 0, "coupling": forward}]}
+    distortion = {d: distortion_scores(cands[d], [geoms[0]["a"]], [geoms[0][d]]) for d in "bc"}
+    assert distortion["b"][0] == pytest.approx(distortion["b"][1]) and distortion["c"][0] == pytest.approx(distortion["c"][1])
+    chosen, _ = joint_selection(cands, distortion, geoms)
+    implied = composed_coupling(cands["b"][chosen["b"]]["coupling"], cands["c"][chosen["c"]]["coupling"])
+    assert np.allclose(implied, np.eye(n) / n)
+    # one pair only: the least distorting candidate, nothing implied
+    skewed = {"b": np.array([0.3, 0.1])}
+    assert joint_selection({"b": cands["b"]}, skewed, geoms)[0] == {"b": 1}
+
+
 def test_selection_keeps_the_consensus_over_a_reflected_run():
     """Two runs that agree (up to noise) and one that matched the trajectory end to end:
     the criterion needs no truth and keeps one of the agreeing runs."""
@@ -220,7 +253,8 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert "prior_loss" in history
     assert history["prior_loss"].iloc[-3:].mean() < history["prior_loss"].iloc[:2].mean()
     table = pd.DataFrame(model.config["correspondence"]["candidates"])
-    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "disagreement", "chosen"}
+    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "distortion", "disagreement", "chosen"}
+    assert table.loc[table["chosen"], "distortion"].item() == table["distortion"].min()  # two domains: least distorting
     assert len(table) == 3 * 3  # default restarts x the k grid
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1

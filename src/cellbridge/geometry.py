@@ -26,39 +26,41 @@ Steps, per domain:
    divided by the maximum.
 
 Steps 2-3 are repeated for ``n_restarts`` independent landmark sets (k-means seeds).
-Then between the first domain and each other one, an entropic GW coupling between the landmark distance
-matrices (POT), for every restart and neighbourhood size ``k`` (:func:`gw_candidates`), and
-**unsupervised selection** (:func:`select_candidate`): the GW objective cannot tell
-the true correspondence from a reflected one (a developmental trajectory matched end
-to end scores as well or better: measured on scNMT-seq), and GW values under
-different ``k`` are not comparable. The candidate kept is the *consensus*: the one
-whose correspondence agrees most with the other candidates' (mean squared distance
-between where they send the same cells of the first domain), i.e. the correspondence
-that survives a change of neighbourhood size and of landmarks. A spurious symmetric
-solution is found by few settings; the structure both domains share by many.
+Then between the first domain (the hub) and each other one, an entropic GW coupling
+between the landmark distance matrices (POT), for every restart and neighbourhood size
+``k`` (:func:`gw_candidates`), and **unsupervised selection** (:func:`joint_selection`).
+A candidate's own GW value cannot choose: values under different ``k`` and landmarks are
+not comparable. Each candidate's **distortion** is therefore measured on one common
+yardstick (:func:`distortion_scores`: its coupling carried onto every restart's
+landmarks through the cells they share, GW loss under every ``k``, mean log), and the
+least distorting candidate is kept: the correspondence that best preserves both
+domains' geometry at every scale tried, which is what GW asks for, judged fairly. With
+three or more domains the candidates of all hub pairs are chosen *together*: one per
+pair from the same restart (they share the hub's landmarks), each combination implying
+a coupling between every two non-hub domains (:func:`composed_coupling`), whose
+distortion counts too. A hub that cannot tell a trajectory from its mirror image then
+still has to orient both of its partners alike.
 
-Each candidate's **distortion** under one common yardstick (:func:`distortion_scores`:
-its coupling carried onto every restart's landmarks, GW loss under every ``k``) was
-measured as a criterion and is not used to choose (nor computed in training: about 5 s
-per domain pair at 300 landmarks). Measured with ``benchmarks/prior_selection.py``
-(every candidate scored against the truth) and the trained models of
-``benchmarks/real_data.py`` (5 seeds, ``wasserstein``), December 2026:
+Measured with ``benchmarks/prior_selection.py`` (every candidate scored against the
+truth) and the trained models of ``benchmarks/real_data.py`` (``wasserstein``, no
+labels), December 2026, against the previous rule, the *consensus* (the candidate that
+agrees most with the others on where it sends the same cells; :func:`select_candidate`,
+still reported as ``disagreement``):
 
-- choosing by distortion alone keeps better pairs on PBMC (pair agreement 0.530 against
-  0.521 for the consensus) and the right orientation of sci-CAR's time course on every
-  seed (prior FOSCTTM 0.440 +- 0.006 against 0.488 +- 0.060), but on scNMT-seq it keeps
-  the mirror image of RNA-accessibility, which distorts *less* than the truth (pair
-  agreement 0.475 against 0.556);
-- consensus weighted towards the least distorting third: trained sci-CAR 0.456 +- 0.069
-  (4 seeds 0.419-0.431, one 0.580: which candidates make the third turned on distortions
-  0.2% apart), PBMC unchanged (0.926), scNMT-seq 0.36 on seeds 0 and 1 (0.62 / 0.43
-  with the consensus): a loss too large for the sci-CAR gain;
-- an equal mixture of the best-agreeing half of the candidates: PBMC trained 0.886
-  against 0.926, as the pairs training draws are only as right as the mean component.
+- sci-CAR, prior FOSCTTM 0.440 +- 0.006 (worst 0.448) against 0.488 +- 0.060 (worst 0.563):
+  the consensus followed the majority of restarts, which on sci-CAR land mirrored;
+- PBMC, pair agreement 0.530 +- 0.013 against 0.521 +- 0.004;
+- scNMT-seq (three domains), pair agreement 0.556 +- 0.096 (worst 0.396) jointly, against
+  0.475 +- 0.119 pair by pair and 0.556 +- 0.085 (worst 0.429) for the consensus. The
+  mirror image of RNA-accessibility distorts *less* than the truth; the joint rule gives
+  back what pair-by-pair distortion loses there, not more: on reduced features, a
+  trajectory's orientation is often not in the geometry at all.
 
-So the consensus stays; the best candidate of each seed, known only with the truth,
-is far ahead (scNMT-seq pair agreement 0.66 against 0.55): selection, not the
-candidates, is what limits the prior.
+Rejected on the way (same benchmarks): cycle consistency over three domains (reversing
+one domain against the other two is itself cycle-consistent), more restarts (8: sci-CAR
+consensus worse), rank sums and tolerance bands between the two criteria, a consensus
+weighted towards the least distorting third (trained sci-CAR 0.456 +- 0.069), an equal
+mixture of the best candidates (PBMC trained 0.886 against 0.926).
 
 Cost: k-means and the assignment are O(n L); the kNN graph and the shortest paths are
 computed on at most ``max_cells`` cells; GW is O(L^3) per iteration, independent of n.
@@ -92,7 +94,9 @@ __all__ = [
     "landmarks",
     "representation",
     "candidate_couplings",
+    "composed_coupling",
     "consensus_scores",
+    "joint_selection",
     "restart_geometries",
     "select_candidate",
 ]
@@ -539,7 +543,8 @@ def distortion_scores(
 
 
 def select_candidate(projections: Sequence[np.ndarray]) -> tuple[int, np.ndarray]:
-    """The consensus candidate: ``(index, disagreement scores)``.
+    """The consensus candidate: ``(index, disagreement scores)`` (the selection rule until
+    December 2026, kept for comparisons; the prior uses :func:`joint_selection`).
 
     ``projections[c]`` are the same cells of domain A mapped into B by candidate ``c``;
     the candidate whose projection disagrees least with the others'
@@ -547,6 +552,71 @@ def select_candidate(projections: Sequence[np.ndarray]) -> tuple[int, np.ndarray
     """
     score = consensus_scores(projections)
     return int(np.argmin(score)), score
+
+
+def composed_coupling(plan_ab: np.ndarray, plan_ac: np.ndarray) -> np.ndarray:
+    """The coupling between B and C implied by two couplings from the same landmarks of A.
+
+    ``P_bc[m, n] = sum_l P_ab[l, m] P_ac[l, n] / p_a[l]``: B's landmark ``m`` and C's
+    landmark ``n`` are linked as much as they share partners in A.
+    """
+    plan_ab, plan_ac = np.asarray(plan_ab, dtype=np.float64), np.asarray(plan_ac, dtype=np.float64)
+    p_a = plan_ab.sum(1)
+    out = plan_ab.T @ (plan_ac / np.where(p_a > 0, p_a, 1.0)[:, None])
+    return out / out.sum()
+
+
+#: above this many combinations per restart, :func:`joint_selection` keeps each pair's
+#: ``JOINT_TOP`` least distorting candidates of the restart (4+ domains)
+MAX_JOINT = 256
+JOINT_TOP = 4
+
+
+def joint_selection(
+    candidates: Mapping[str, Sequence[Mapping[str, Any]]],
+    distortion: Mapping[str, np.ndarray],
+    geometries: Sequence[Mapping[str, DomainGeometry]],
+) -> tuple[dict[str, int], float]:
+    """The candidates, one per domain pair, that together distort every domain's geometry least.
+
+    ``candidates[b]`` couple the first domain (the hub) to ``b``, ``distortion[b]`` their
+    :func:`distortion_scores`. With two domains this is the least distorting candidate.
+    With more, every combination of one candidate per pair *from the same landmark
+    restart* (they share the hub's landmarks) also implies a coupling between each two
+    non-hub domains (:func:`composed_coupling`), whose distortion counts too: the score is
+    the sum of the distortions of every pair, direct and implied. Returns the chosen
+    index per domain and the chosen combination's score.
+    """
+    others = list(candidates)
+    if len(others) == 1:
+        (b,) = others
+        best = int(np.argmin(distortion[b]))
+        return {b: best}, float(distortion[b][best])
+    hub = next(iter(set(geometries[0]) - set(others)))
+    chosen, best_score = None, np.inf
+    for r, g in enumerate(geometries):
+        pools = {}
+        for b in others:
+            idx = [i for i, c in enumerate(candidates[b]) if c["restart"] == r]
+            pools[b] = sorted(idx, key=lambda i, b=b: distortion[b][i])
+        if np.prod([len(v) for v in pools.values()]) > MAX_JOINT:
+            pools = {b: v[:JOINT_TOP] for b, v in pools.items()}
+        if any(len(v) == 0 for v in pools.values()):
+            continue
+        combos = list(itertools.product(*(pools[b] for b in others)))
+        score = np.array([sum(distortion[b][i] for b, i in zip(others, combo, strict=True)) for combo in combos])
+        for (x, b), (y, c) in itertools.combinations(enumerate(others), 2):
+            implied = [
+                {"restart": r, "coupling": composed_coupling(candidates[b][combo[x]]["coupling"], candidates[c][combo[y]]["coupling"])}
+                for combo in combos
+            ]
+            score += distortion_scores(implied, [h[b] for h in geometries], [h[c] for h in geometries])
+        i = int(np.argmin(score))
+        if score[i] < best_score:
+            chosen, best_score = dict(zip(others, combos[i], strict=True)), float(score[i])
+    if chosen is None:
+        raise ValueError(f"no landmark restart holds a candidate for every domain pair from {hub!r}")
+    return chosen, best_score
 
 
 def restart_geometries(
@@ -619,7 +689,8 @@ def correspondence_priors(
         Independent landmark sets (k-means seeds) per domain. Every restart x ``k``
         gives a candidate. GW from a given pair of landmark sets sometimes lands in a
         swapped local optimum that the other ``k`` of the same restart share; another
-        landmark set rarely repeats it.
+        landmark set may not (on sci-CAR most restarts land mirrored: which is right is
+        decided by the distortion, not by a majority).
     seed
         Seed of k-means and the graph sample (a model passes its own seed, so the
         spread over training seeds includes the prior's).
@@ -630,9 +701,10 @@ def correspondence_priors(
 
     Notes
     -----
-    The consensus compares candidates on the same cells: a seeded sample of at most
-    ``CONSENSUS_CELLS`` of the first domain's cells, each mapped into the other domain's
-    representation through its landmark's row of the coupling. Memory stays O(n).
+    The candidate kept per pair is :func:`joint_selection`'s; each candidate's distortion
+    and its disagreement with the others (:func:`consensus_scores`, on a seeded sample of
+    at most ``CONSENSUS_CELLS`` of the first domain's cells) are recorded in its table.
+    Memory stays O(n).
     """
     names = list(representations)
     geoms = restart_geometries(
@@ -642,18 +714,25 @@ def correspondence_priors(
     rng = np.random.default_rng([seed, 29])
     n_a = len(cells[a])
     probe = np.sort(rng.choice(n_a, CONSENSUS_CELLS, replace=False)) if n_a > CONSENSUS_CELLS else np.arange(n_a)
-    priors = []
+    found, distortion, agreement = {}, {}, {}
     for b in names[1:]:
         cands, projections = candidate_couplings(geoms, a, b, probe, epsilon=epsilon, label_codes=label_codes)
-        best, score = select_candidate(projections)
+        found[b] = cands
+        distortion[b] = distortion_scores(cands, [g[a] for g in geoms], [g[b] for g in geoms])
+        agreement[b] = consensus_scores(projections)  # reported: how far the candidates agree
+    chosen, _ = joint_selection(found, distortion, geoms)
+    priors = []
+    for b in names[1:]:
+        cands, best = found[b], chosen[b]
         table = [
             {"domain_a": a, "domain_b": b, "restart": c["restart"], "k": c["k"], "epsilon": c["epsilon"],
-             "gw": round(c["gw"], 6), "disagreement": round(float(score[i]), 6), "chosen": i == best}
+             "gw": round(c["gw"], 6), "distortion": round(float(distortion[b][i]), 6),
+             "disagreement": round(float(agreement[b][i]), 6), "chosen": i == best}
             for i, c in enumerate(cands)
         ]
         logger.info(
-            "correspondence %s-%s: restart %d, k=%s chosen of %d candidates (disagreement %s)",
-            a, b, cands[best]["restart"], cands[best]["k"], len(cands), np.round(score, 3).tolist(),
+            "correspondence %s-%s: restart %d, k=%s chosen of %d candidates (distortion %s)",
+            a, b, cands[best]["restart"], cands[best]["k"], len(cands), np.round(distortion[b], 3).tolist(),
         )
         g = geoms[cands[best]["restart"]]
         priors.append(CorrespondencePrior(a, b, g[a], g[b], cands[best]["coupling"], table))

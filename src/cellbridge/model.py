@@ -428,7 +428,8 @@ class CrossModalModel:
         """The geometric correspondence priors of this model's data (computed once, then cached).
 
         The candidates tried and the one chosen (landmark restart, neighbourhood size,
-        GW value, disagreement with the other candidates) are recorded in
+        GW value, distortion under the common yardstick, disagreement with the other
+        candidates) are recorded in
         ``config["correspondence"]["candidates"]`` and the time spent in
         ``config["correspondence"]["seconds"]``, saved with the model.
         """
