@@ -47,7 +47,7 @@ labels), December 2026, against the previous rule, the *consensus* (the candidat
 agrees most with the others on where it sends the same cells; :func:`select_candidate`,
 still reported as ``disagreement``):
 
-- sci-CAR, prior FOSCTTM 0.440 +- 0.006 (worst 0.448) against 0.488 +- 0.060 (worst 0.563):
+- sci-CAR, prior FOSCTTM 0.440 +- 0.006 (worst 0.448) against 0.489 +- 0.060 (worst 0.567):
   the consensus followed the majority of restarts, which on sci-CAR land mirrored;
 - PBMC, pair agreement 0.530 +- 0.013 against 0.521 +- 0.004;
 - scNMT-seq (three domains), pair agreement 0.556 +- 0.096 (worst 0.396) jointly, against
