@@ -113,6 +113,7 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
     from cellbridge import geometry as G
 
     keys = ("k_grid", "n_landmarks", "max_cells", "n_restarts")
+    starts = options.get("starts", G.DEFAULT_STARTS)
     reps = {d: v["rep"] for d, v in views.items()}
     cells = {d: v["cells"](seed) for d, v in views.items()}
     geoms = G.restart_geometries(reps, cells, seed=seed, **{k: options[k] for k in keys if k in options})
@@ -121,7 +122,9 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
     probe = np.arange(len(cells[a]))  # the package samples CONSENSUS_CELLS; these data sets are smaller
     found, projections, distortion = {}, {}, {}
     for b in names[1:]:
-        found[b], projections[b] = G.candidate_couplings(geoms, a, b, probe, epsilon=options.get("epsilon", G.EPSILON))
+        found[b], projections[b] = G.candidate_couplings(
+            geoms, a, b, probe, epsilon=options.get("epsilon", G.EPSILON), starts=starts
+        )
         distortion[b] = G.distortion_scores(found[b], [g[a] for g in geoms], [g[b] for g in geoms])
     joint, _ = G.joint_selection(found, distortion, geoms)
     rows = []
@@ -135,7 +138,7 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
         for i, c in enumerate(cands):
             g = geoms[c["restart"]]
             table.append({"dataset": name, "seed": seed, "pair": f"{a}-{b}", "restart": c["restart"], "k": c["k"],
-                          "gw": c["gw"], "distortion": distortion[b][i], "witness": bool(witnesses[i]),
+                          "start": c["start"], "gw": c["gw"], "distortion": distortion[b][i], "witness": bool(witnesses[i]),
                           "disagreement_witnesses": witness_score[i], "disagreement_all": consensus[i],
                           **truth_scores(c["coupling"], g[a], g[b], views[a], views[b], paired=name == "scicar")})
         frame = pd.DataFrame(table)
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     parser.add_argument("--smoke", action="store_true", help="the real-data benchmark's tiny subsets (tests)")
     parser.add_argument("--n-restarts", type=int, help="landmark restarts per seed (default: the package's)")
+    parser.add_argument("--starts", help="comma separated GW starts, e.g. 'product,distance profile' (default: the package's)")
     args = parser.parse_args()
     root, out = Path(args.data).resolve(), Path(args.out).resolve()
     workroot = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="prior_selection_"))
@@ -192,6 +196,8 @@ def main() -> None:
             options = {**options, "n_landmarks": 30, "k_grid": [10, 20], "n_restarts": 2}
         if args.n_restarts is not None:
             options = {**options, "n_restarts": args.n_restarts}
+        if args.starts:
+            options = {**options, "starts": [s.strip() for s in args.starts.split(",")]}
         for seed in (int(s) for s in real_data._names(args.seeds)):
             t0 = time.perf_counter()
             seed_rows = score_seed(name, views, options, seed)
@@ -207,7 +213,7 @@ def main() -> None:
     table = summary(frame)
     text = (f"# Correspondence prior: which GW candidate each selection rule keeps\n\n"
             f"{'SMOKE (tiny, not a result). ' if args.smoke else ''}Truth used only to score; training cells; "
-            f"landmark restarts: {args.n_restarts or 'the package default'}; "
+            f"landmark restarts: {args.n_restarts or 'the package default'}; GW starts: {args.starts or 'the package default'}; "
             f"{real_data.machine()}.\n\n{table.to_markdown(index=False)}\n")
     real_data._atomic(out / "prior_selection.md", text)
     print(text)

@@ -11,14 +11,19 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from _bench import load_benchmark
 from cellbridge.align import anchor_loss
 from cellbridge.geometry import (
+    GW_STARTS,
     DomainGeometry,
     composed_coupling,
     consensus_scores,
     correspondence_priors,
+    distance_profile_start,
+    distance_quantiles,
     distortion_scores,
     domain_geometry,
+    gw_candidates,
     landmark_geodesics,
     representation,
     joint_selection,
@@ -69,8 +74,10 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
         n_landmarks=60, k_grid=(10, 20, 30), n_restarts=2,
     )
     (prior,) = priors
-    # every landmark restart x k is a candidate; one is kept
-    assert sorted((c["restart"], c["k"]) for c in prior.candidates) == [(r, k) for r in (0, 1) for k in (10, 20, 30)]
+    # every landmark restart x k (x GW start: the product one by default) is a candidate; one is kept
+    assert sorted((c["restart"], c["k"], c["start"]) for c in prior.candidates) == [
+        (r, k, "product") for r in (0, 1) for k in (10, 20, 30)
+    ]
     assert [c["chosen"] for c in prior.candidates].count(True) == 1
     restricted = prior.restrict(np.arange(600), np.arange(500))
     idx = rng.integers(600, size=2000)
@@ -136,6 +143,49 @@ def test_distortion_ranks_the_planted_correspondence_over_a_reflection():
     # weighted towards the least distorting third, the true pair wins
     witnesses = (distortion <= np.sort(distortion)[1]).astype(float)
     assert np.argmin(consensus_scores(projections, witnesses=witnesses)) < 2
+
+
+def test_distance_profiles_are_invariant_and_start_gw_at_the_isometry():
+    """A landmark's distance quantiles do not change when the landmarks are relabelled;
+    for an exact (relabelled) copy of a geometry with distinct profiles, the start is the
+    relabelling itself."""
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(30, 4)) * np.array([3.0, 2.0, 1.0, 0.5])
+    d = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    d /= d.max()
+    w = rng.random(30) + 0.5
+    w /= w.sum()
+    perm = rng.permutation(30)
+    qa, qb = distance_quantiles(d, w), distance_quantiles(d[np.ix_(perm, perm)], w[perm])
+    assert qa.shape == (30, 64) and np.all(np.diff(qa, axis=1) >= -1e-12)  # quantiles rise
+    np.testing.assert_allclose(qb, qa[perm], atol=1e-12)
+    start = distance_profile_start(d, d[np.ix_(perm, perm)], w, w[perm])
+    np.testing.assert_allclose(start.sum(1), w, atol=1e-9)
+    np.testing.assert_allclose(start.sum(0), w[perm], atol=1e-9)
+    assert np.isclose(start[perm, np.arange(30)].sum(), 1.0)  # all mass on the true pairs
+
+
+def test_distance_profile_start_escapes_the_swapped_optimum_and_is_kept():
+    """GW from the product coupling lands with cell types swapped on this planted case (four
+    types of unequal size, benchmarks/gw_starts.py seed 0); from the distance-profile start
+    it finds the types, distorts less, and the prior keeps it."""
+    bench = load_benchmark("gw_starts")
+    x, y, t = bench.four_types(200, seed=0)
+    ga, gb = (domain_geometry(representation(v, modality="features"), np.arange(200), k_grid=[10], n_landmarks=50, seed=0)
+              for v in (x, y))
+    cands = [dict(c, restart=0) for c in gw_candidates(ga, gb, starts=GW_STARTS)]
+    assert [c["start"] for c in cands] == ["product", "distance profile"]
+    product, profile = (bench.type_agreement(c["coupling"], ga, gb, t) for c in cands)
+    assert product < 0.8 < 0.95 < profile  # chance: about 0.27
+    distortion = distortion_scores(cands, [ga], [gb])
+    assert distortion[1] < distortion[0]
+    (prior,) = correspondence_priors(
+        {"a": x, "b": y}, {"a": np.arange(200), "b": np.arange(200)}, k_grid=[10], n_landmarks=50, n_restarts=1,
+        starts=GW_STARTS,
+    )
+    assert bench.type_agreement(prior.coupling, prior.geometry_a, prior.geometry_b, t) > 0.95
+    with pytest.raises(ValueError, match="unknown GW start"):
+        gw_candidates(ga, gb, starts=["random"])
 
 
 def _one_restart_geometry(points: np.ndarray) -> DomainGeometry:
@@ -253,9 +303,10 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert "prior_loss" in history
     assert history["prior_loss"].iloc[-3:].mean() < history["prior_loss"].iloc[:2].mean()
     table = pd.DataFrame(model.config["correspondence"]["candidates"])
-    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "gw", "distortion", "disagreement", "chosen"}
+    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "start", "gw", "distortion", "disagreement", "chosen"}
     assert table.loc[table["chosen"], "distortion"].item() == table["distortion"].min()  # two domains: least distorting
-    assert len(table) == 3 * 3  # default restarts x the k grid
+    assert len(table) == 3 * 3  # default restarts x the k grid (x the default GW start)
+    assert set(table["start"]) == {"product"}
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1
     # training follows the prior: a cell's nearest cross-domain latent neighbour is in the group
@@ -285,3 +336,7 @@ def test_auto_prior_is_off_for_none_and_under_labels():
     assert CrossModalModel(adatas, alignment="mmd", label_key="t", correspondence="gw").config["correspondence"]["method"] == "gw"
     with pytest.raises(ValueError, match="correspondence"):
         CrossModalModel(adatas, correspondence="sometimes")
+    # the GW starts reach the prior: one candidate per restart x k x start
+    model = CrossModalModel(adatas, correspondence_kwargs={"starts": list(GW_STARTS), "k_grid": [10], "n_restarts": 1})
+    (prior,) = model.correspondence_priors()
+    assert sorted(c["start"] for c in prior.candidates) == sorted(GW_STARTS)

@@ -731,11 +731,13 @@ def _correspondence_config(
     if method == "auto":
         method = "gw" if alignment != "none" and n_domains > 1 and not supervised else "none"
     options = dict(options or {})
-    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "seed"}
+    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "starts", "seed"}
     if unknown:
         raise ValueError(f"unknown correspondence option(s) {sorted(unknown)}")
     if "k_grid" in options:
         options["k_grid"] = [int(k) for k in options["k_grid"]]
+    if "starts" in options:
+        options["starts"] = [str(s) for s in options["starts"]]
     return {"method": method, **options}
 
 
