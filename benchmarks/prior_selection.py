@@ -92,13 +92,18 @@ def _label_mix(geometry, labels: np.ndarray, names: list[str]) -> np.ndarray:
     return hist / np.maximum(hist.sum(1, keepdims=True), 1)
 
 
+def pair_agreement(coupling: np.ndarray, ga, gb, labels_a: np.ndarray, labels_b: np.ndarray) -> float:
+    """Probability that a pair drawn from the landmark ``coupling`` joins two cells of one label
+    (``labels_*`` over all cells of each domain; the geometries say which cells they cover)."""
+    names = sorted(set(labels_a) | set(labels_b))
+    return float((coupling / coupling.sum() * (_label_mix(ga, labels_a, names) @ _label_mix(gb, labels_b, names).T)).sum())
+
+
 def truth_scores(coupling: np.ndarray, ga, gb, va: dict, vb: dict, *, paired: bool) -> dict[str, float]:
     """``pair_agreement`` (and ``foscttm`` when the domains hold the same cells) of one coupling."""
     from cellbridge.geometry import _correlation_rows, _row_projection
 
-    names = sorted(set(va["labels"]) | set(vb["labels"]))
-    agree = float((coupling * (_label_mix(ga, va["labels"], names) @ _label_mix(gb, vb["labels"], names).T)).sum())
-    out = {"pair_agreement": agree}
+    out = {"pair_agreement": pair_agreement(coupling, ga, gb, va["labels"], vb["labels"])}
     if paired:
         _, ia, ib = np.intersect1d(va["ids"][ga.cells], vb["ids"][gb.cells], return_indices=True)
         sent = _row_projection(coupling, gb.centres)[ga.assignment[ia]]

@@ -481,12 +481,7 @@ def distance_profile_start(ca: np.ndarray, cb: np.ndarray, p: np.ndarray, q: np.
 
 #: where GW can start, each start a candidate: the product coupling, and :func:`distance_profile_start`
 GW_STARTS = ("product", "distance profile")
-#: the starts used by default. The distance-profile start finds less distorting couplings,
-#: which on planted cluster data are the right ones (four types of unequal size, 200 cells,
-#: 12 seeds: the kept coupling pairs cells of one type 0.66 of the time against 0.48 from the
-#: product start alone); on scNMT-seq it found the mirror image of RNA-accessibility, which
-#: distorts less than the truth, and the trained stage transfer of seed 0 fell from 0.67 to
-#: 0.32 (sci-CAR and PBMC: the same candidates kept). Real data decide: off by default.
+#: the starts used by default: the product one alone (why: "Where GW starts" in the module docstring)
 DEFAULT_STARTS = ("product",)
 
 
