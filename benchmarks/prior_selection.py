@@ -52,11 +52,13 @@ import real_data  # noqa: E402  (the data sets, prepared as the real-data benchm
 RULES = ("joint", "consensus", "distortion", "witness", "oracle")
 
 
-def prepared_views(ds: real_data.Dataset, root: Path, workdir: Path, *, smoke: bool) -> tuple[dict, dict]:
+def prepared_views(
+    ds: real_data.Dataset, root: Path, workdir: Path, *, smoke: bool, scalings: list[str] | None = None
+) -> tuple[dict, dict]:
     """Per domain the prior's representation, labels, cell ids and, per seed, training cells
     (``views[d]["cells"](seed)``: the model of that seed holds out its own validation cells)."""
     from cellbridge import stages
-    from cellbridge.geometry import representation
+    from cellbridge.geometry import representations
     from cellbridge.truth import cell_ids_for, read_truth
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -73,10 +75,11 @@ def prepared_views(ds: real_data.Dataset, root: Path, workdir: Path, *, smoke: b
             use_test_cells=False
         )
 
+    scalings = scalings or config["alignment"]["correspondence"]["scalings"]
     views = {}
     for d, a in adatas.items():
         views[d] = {
-            "rep": representation(a.X, modality=config["domains"][d]["modality"]),
+            "reps": representations(a, modality=config["domains"][d]["modality"], scalings=scalings),
             "cells": training_cells(d),
             "labels": a.obs[config["label_key"]].astype(str).to_numpy(),
             "ids": np.asarray(cell_ids_for(a.obs, truth) if truth is not None else a.obs_names),
@@ -107,51 +110,72 @@ def truth_scores(coupling: np.ndarray, ga, gb, va: dict, vb: dict, *, paired: bo
     if paired:
         _, ia, ib = np.intersect1d(va["ids"][ga.cells], vb["ids"][gb.cells], return_indices=True)
         sent = _row_projection(coupling, gb.centres)[ga.assignment[ia]]
-        target = _correlation_rows(vb["rep"][gb.cells])[ib]
+        target = _correlation_rows(vb["rep"][gb.cells])[ib]  # the representation gb was built on
         d = ((sent[:, None, :] - target[None]) ** 2).sum(-1)
         out["foscttm"] = float((d < np.diag(d)[:, None]).mean())
     return out
 
 
 def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
-    """Every candidate of every prior pair for one seed, with its truth scores and the rules keeping it."""
+    """Every candidate of every prior pair and view for one seed, with its truth scores and the rules keeping it.
+
+    ``joint`` is the package's rule (each view's joint choice, then the view whose choice
+    distorts least); ``consensus``, ``distortion`` and ``witness`` are scored in the first
+    view only (the rules the package used before views existed); ``oracle`` over all views.
+    """
     from cellbridge import geometry as G
 
     keys = ("k_grid", "n_landmarks", "max_cells", "n_restarts")
     starts = options.get("starts", G.DEFAULT_STARTS)
-    reps = {d: v["rep"] for d, v in views.items()}
-    cells = {d: v["cells"](seed) for d, v in views.items()}
-    geoms = G.restart_geometries(reps, cells, seed=seed, **{k: options[k] for k in keys if k in options})
     names = list(views)
     a = names[0]
+    cells = {d: v["cells"](seed) for d, v in views.items()}
     probe = np.arange(len(cells[a]))  # the package samples CONSENSUS_CELLS; these data sets are smaller
-    found, projections, distortion = {}, {}, {}
-    for b in names[1:]:
-        found[b], projections[b] = G.candidate_couplings(
-            geoms, a, b, probe, epsilon=options.get("epsilon", G.EPSILON), starts=starts
-        )
-        distortion[b] = G.distortion_scores(found[b], [g[a] for g in geoms], [g[b] for g in geoms])
-    joint, _ = G.joint_selection(found, distortion, geoms)
+    scalings = list(views[a]["reps"])
+    distinct = [s for i, s in enumerate(scalings)
+                if not any(all(views[d]["reps"][s] is views[d]["reps"][t] for d in names) for t in scalings[:i])]
+    per_view = {}
+    for view in distinct:
+        reps = {d: v["reps"][view] for d, v in views.items()}
+        geoms = G.restart_geometries(reps, cells, seed=seed, **{k: options[k] for k in keys if k in options})
+        found, projections, distortion = {}, {}, {}
+        for b in names[1:]:
+            found[b], projections[b] = G.candidate_couplings(
+                geoms, a, b, probe, epsilon=options.get("epsilon", G.EPSILON), starts=starts
+            )
+            distortion[b] = G.distortion_scores(found[b], [g[a] for g in geoms], [g[b] for g in geoms])
+        joint, score = G.joint_selection(found, distortion, geoms)
+        per_view[view] = (geoms, found, projections, distortion, joint, score)
+    kept_view = min(per_view, key=lambda v: per_view[v][-1])
     rows = []
     for b in names[1:]:
-        cands = found[b]
-        best, consensus = G.select_candidate(projections[b])
-        witnesses = np.zeros(len(cands))
-        witnesses[np.argsort(distortion[b], kind="stable")[: max(1, len(cands) // 3)]] = 1.0
-        witness_score = G.consensus_scores(projections[b], witnesses=witnesses)
-        table = []
-        for i, c in enumerate(cands):
-            g = geoms[c["restart"]]
-            table.append({"dataset": name, "seed": seed, "pair": f"{a}-{b}", "restart": c["restart"], "k": c["k"],
-                          "start": c["start"], "gw": c["gw"], "distortion": distortion[b][i], "witness": bool(witnesses[i]),
-                          "disagreement_witnesses": witness_score[i], "disagreement_all": consensus[i],
-                          **truth_scores(c["coupling"], g[a], g[b], views[a], views[b], paired=name == "scicar")})
+        table, picks = [], {}
+        for vi, (view, (geoms, found, projections, distortion, joint, score)) in enumerate(per_view.items()):
+            cands = found[b]
+            offset = len(table)
+            if view == kept_view:
+                picks["joint"] = offset + joint[b]
+            witnesses = np.zeros(len(cands))
+            consensus = witness_score = np.full(len(cands), np.nan)
+            if vi == 0:
+                best, consensus = G.select_candidate(projections[b])
+                witnesses[np.argsort(distortion[b], kind="stable")[: max(1, len(cands) // 3)]] = 1.0
+                witness_score = G.consensus_scores(projections[b], witnesses=witnesses)
+                picks.update({"consensus": best, "distortion": int(np.argmin(distortion[b])),
+                              "witness": int(np.argmin(witness_score))})
+            for i, c in enumerate(cands):
+                g = geoms[c["restart"]]
+                va, vb = ({**views[d], "rep": views[d]["reps"][view]} for d in (a, b))
+                table.append({"dataset": name, "seed": seed, "pair": f"{a}-{b}", "view": view, "view_distortion": score,
+                              "restart": c["restart"], "k": c["k"], "start": c["start"], "gw": c["gw"],
+                              "distortion": distortion[b][i], "witness": bool(witnesses[i]),
+                              "disagreement_witnesses": witness_score[i], "disagreement_all": consensus[i],
+                              **truth_scores(c["coupling"], g[a], g[b], va, vb, paired=name == "scicar")})
         frame = pd.DataFrame(table)
         truth = frame["foscttm"].to_numpy() if name == "scicar" else -frame["pair_agreement"].to_numpy()
-        picks = {"joint": joint[b], "consensus": best, "distortion": int(np.argmin(distortion[b])),
-                 "witness": int(np.argmin(witness_score)), "oracle": int(np.argmin(truth))}
+        picks["oracle"] = int(np.argmin(truth))
         for row_i, row in enumerate(table):
-            row["kept_by"] = ",".join(rule for rule, i in picks.items() if i == row_i)
+            row["kept_by"] = ",".join(rule for rule in RULES if picks.get(rule) == row_i)
         rows += table
     return rows
 
@@ -186,6 +210,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     parser.add_argument("--smoke", action="store_true", help="the real-data benchmark's tiny subsets (tests)")
     parser.add_argument("--n-restarts", type=int, help="landmark restarts per seed (default: the package's)")
+    parser.add_argument("--scalings", help="comma separated feature scalings, e.g. 'standardised' (default: the package's)")
     parser.add_argument("--starts", help="comma separated GW starts, e.g. 'product,distance profile' (default: the package's)")
     args = parser.parse_args()
     root, out = Path(args.data).resolve(), Path(args.out).resolve()
@@ -196,7 +221,8 @@ def main() -> None:
         if not ds.available(root):
             print(f"[{name}] skipped: data not found in {ds.path(root)} (see ../shared/data/README.md)", flush=True)
             continue
-        views, options = prepared_views(ds, root, workroot / name, smoke=args.smoke)
+        scalings = [x.strip() for x in args.scalings.split(",")] if args.scalings else None
+        views, options = prepared_views(ds, root, workroot / name, smoke=args.smoke, scalings=scalings)
         if args.smoke:
             options = {**options, "n_landmarks": 30, "k_grid": [10, 20], "n_restarts": 2}
         if args.n_restarts is not None:
@@ -218,7 +244,7 @@ def main() -> None:
     table = summary(frame)
     text = (f"# Correspondence prior: which GW candidate each selection rule keeps\n\n"
             f"{'SMOKE (tiny, not a result). ' if args.smoke else ''}Truth used only to score; training cells; "
-            f"landmark restarts: {args.n_restarts or 'the package default'}; GW starts: {args.starts or 'the package default'}; "
+            f"landmark restarts: {args.n_restarts or 'the package default'}; feature scalings: {args.scalings or 'the package default'}; GW starts: {args.starts or 'the package default'}; "
             f"{real_data.machine()}.\n\n{table.to_markdown(index=False)}\n")
     real_data._atomic(out / "prior_selection.md", text)
     print(text)

@@ -24,9 +24,9 @@ def test_every_candidate_scored_and_each_rule_keeps_one_per_pair(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = pd.read_csv(out / "prior_selection.tsv", sep="\t", keep_default_na=False)
-    # RNA to methylation and to accessibility, 2 restarts x 2 neighbourhood sizes each
+    # RNA to methylation and to accessibility, 2 feature scalings x 2 restarts x 2 neighbourhood sizes each
     assert sorted(frame["pair"].unique()) == ["rna-acc", "rna-met"]
-    assert (frame.groupby("pair").size() == 4).all()
+    assert (frame.groupby(["pair", "view"]).size() == 4).all() and set(frame["view"]) == {"standardised", "as given"}
     assert frame["pair_agreement"].between(0, 1).all() and frame["witness"].astype(str).eq("True").sum() == 2
     for rule in ("joint", "consensus", "distortion", "witness", "oracle"):
         kept = frame[frame["kept_by"].str.split(",").apply(lambda r, rule=rule: rule in r)]
@@ -35,6 +35,9 @@ def test_every_candidate_scored_and_each_rule_keeps_one_per_pair(tmp_path):
     best = frame.loc[frame.groupby("pair")["pair_agreement"].idxmax()]
     assert set(best["kept_by"].str.contains("oracle")) == {True}
     # the joint rule keeps both of its candidates from one landmark restart (they share the hub's landmarks)
-    assert frame[frame["kept_by"].str.contains("joint")]["restart"].nunique() == 1
+    # and from one view: the one whose joint choice distorts least
+    joint = frame[frame["kept_by"].str.contains("joint")]
+    assert joint["restart"].nunique() == 1 and joint["view"].nunique() == 1
+    assert joint["view_distortion"].iloc[0] == frame["view_distortion"].min()
     summary = (out / "prior_selection.md").read_text()
     assert "SMOKE" in summary and "consensus" in summary and "mean candidate" in summary

@@ -26,6 +26,7 @@ from cellbridge.geometry import (
     gw_candidates,
     landmark_geodesics,
     representation,
+    representations,
     joint_selection,
     select_candidate,
 )
@@ -54,6 +55,77 @@ def test_representation_standardises_and_reduces():
     np.testing.assert_allclose(small.mean(0), 0.0, atol=1e-9)
     counts = sp.random(150, 300, density=0.1, random_state=0, format="csr")
     assert representation(counts, modality="atac", n_components=20).shape == (150, 20)  # first component dropped
+
+
+def test_scalings_weigh_features_equally_or_as_given():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 4)) * np.array([10.0, 5.0, 1.0, 0.1]) + 7.0
+    np.testing.assert_allclose(representation(x, scaling="standardised").std(0), 1.0)
+    given = representation(x, scaling="as given")
+    np.testing.assert_allclose(given.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(given.std(0), x.std(0))  # centred, each feature at its own scale
+    with pytest.raises(ValueError, match="scaling"):
+        representation(x, scaling="whitened")
+
+
+def test_representations_undo_the_features_standardisation_and_share_sparse_views():
+    import anndata as ad
+
+    from cellbridge.preprocess.features import prepare_features
+
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(120, 5)) * np.array([9.0, 4.0, 1.0, 1.0, 0.2])).astype(np.float32)
+    prepared = prepare_features(ad.AnnData(x))
+    reps = representations(prepared, modality="features")
+    np.testing.assert_allclose(reps["standardised"].std(0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(reps["as given"], x - x.mean(0), rtol=1e-4, atol=1e-4)  # the user's values, centred
+    counts = ad.AnnData(sp.random(80, 60, density=0.2, random_state=0, format="csr", dtype=np.float32))
+    sparse = representations(counts, modality="atac")
+    assert sparse["standardised"] is sparse["as given"]  # one view: the prior skips the duplicate
+
+
+def _noisy_clusters(seed: int, loud: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Four clusters of unequal size in 2-d, the same 300 cells in two domains (rows shuffled),
+    with extra pure-noise features: many quiet ones, or one loud one per domain."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (4, 2))
+    t = rng.choice(4, 300, p=(0.4, 0.3, 0.2, 0.1))
+    z = centres[t] + rng.normal(0, 0.7, (300, 2))
+    perm = rng.permutation(300)
+    if loud:
+        xa = np.c_[z @ rng.normal(size=(2, 4)) / 4, rng.normal(0, 30, (300, 1))]
+        xb = np.c_[z[perm] @ rng.normal(size=(2, 5)) / 4, rng.normal(0, 30, (300, 1))]
+    else:
+        xa = np.c_[z @ rng.normal(size=(2, 2)), rng.normal(0, 0.3, (300, 20))]
+        xb = np.c_[z[perm] @ rng.normal(size=(2, 3)), rng.normal(0, 0.3, (300, 30))]
+    return {"a": xa, "b": xb}, t, t[perm]
+
+
+def _type_agreement(prior, ta: np.ndarray, tb: np.ndarray) -> float:
+    """Probability that a pair drawn from the prior joins two cells of one cluster."""
+    p = prior.cell_coupling()
+    return float((p / p.sum() * (ta[:, None] == tb[None])).sum())
+
+
+def test_prior_with_both_scalings_finds_clusters_that_standardising_drowns():
+    """Many quiet noise features (as trailing PCA components are): standardised, they are
+    blown up to the signal's size; as given, the clusters dominate. With both views the prior
+    keeps, on most seeds, the view whose choice distorts least, and agrees with the truth
+    far more often than the standardised view alone (6 seeds: 0.63 against 0.39 when written;
+    one loud noise feature instead goes the other way: 0.50 against 0.61, see the README)."""
+    both, alone, kept = [], [], []
+    for seed in range(6):
+        x, ta, tb = _noisy_clusters(seed, loud=False)
+        views = {s: {d: representation(v, modality="features", scaling=s) for d, v in x.items()} for s in ("standardised", "as given")}
+        cells = {"a": np.arange(300), "b": np.arange(300)}
+        options = {"n_landmarks": 50, "k_grid": (10, 20), "n_restarts": 1, "seed": seed}
+        (prior,) = correspondence_priors(views, cells, **options)
+        both.append(_type_agreement(prior, ta, tb))
+        kept.append(next(c["view"] for c in prior.candidates if c["chosen"]))
+        (prior,) = correspondence_priors(views["standardised"], cells, **options)
+        alone.append(_type_agreement(prior, ta, tb))
+    assert np.mean(both) > np.mean(alone) + 0.15, (both, alone)
+    assert kept.count("as given") >= 4, kept
 
 
 def test_landmark_geodesics_are_a_normalised_metric_on_landmarks():
@@ -303,9 +375,14 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert "prior_loss" in history
     assert history["prior_loss"].iloc[-3:].mean() < history["prior_loss"].iloc[:2].mean()
     table = pd.DataFrame(model.config["correspondence"]["candidates"])
-    assert set(table.columns) >= {"domain_a", "domain_b", "restart", "k", "start", "gw", "distortion", "disagreement", "chosen"}
-    assert table.loc[table["chosen"], "distortion"].item() == table["distortion"].min()  # two domains: least distorting
-    assert len(table) == 3 * 3  # default restarts x the k grid (x the default GW start)
+    assert set(table.columns) >= {"domain_a", "domain_b", "view", "restart", "k", "start", "gw", "distortion",
+                                  "view_distortion", "disagreement", "chosen"}
+    # two domains: the least distorting candidate of the view whose choice distorts least
+    kept = table.loc[table["chosen"]].iloc[0]
+    assert kept["distortion"] == table.loc[table["view"] == kept["view"], "distortion"].min() == kept["view_distortion"]
+    assert kept["view_distortion"] == table["view_distortion"].min()
+    # the default scalings x restarts x the k grid (x the default GW start)
+    assert len(table) == 2 * 3 * 3 and set(table["view"]) == {"standardised", "as given"}
     assert set(table["start"]) == {"product"}
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1
@@ -336,7 +413,10 @@ def test_auto_prior_is_off_for_none_and_under_labels():
     assert CrossModalModel(adatas, alignment="mmd", label_key="t", correspondence="gw").config["correspondence"]["method"] == "gw"
     with pytest.raises(ValueError, match="correspondence"):
         CrossModalModel(adatas, correspondence="sometimes")
-    # the GW starts reach the prior: one candidate per restart x k x start
+    # the GW starts and the scalings reach the prior: one candidate per scaling x restart x k x start
     model = CrossModalModel(adatas, correspondence_kwargs={"starts": list(GW_STARTS), "k_grid": [10], "n_restarts": 1})
     (prior,) = model.correspondence_priors()
-    assert sorted(c["start"] for c in prior.candidates) == sorted(GW_STARTS)
+    assert sorted(c["start"] for c in prior.candidates) == sorted(GW_STARTS * 2)
+    model = CrossModalModel(adatas, correspondence_kwargs={"scalings": ["as given"], "k_grid": [10], "n_restarts": 1})
+    (prior,) = model.correspondence_priors()
+    assert [c["view"] for c in prior.candidates] == ["as given"]

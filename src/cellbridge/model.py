@@ -427,13 +427,13 @@ class CrossModalModel:
     def correspondence_priors(self, *, use_test_cells: bool = False) -> list:
         """The geometric correspondence priors of this model's data (computed once, then cached).
 
-        The candidates tried and the one chosen (landmark restart, neighbourhood size,
-        GW value, distortion under the common yardstick, disagreement with the other
-        candidates) are recorded in
+        The candidates tried and the one chosen (feature scaling ``view``, landmark restart,
+        neighbourhood size, GW value, distortion under the view's common yardstick, the
+        view's joint distortion, disagreement with the other candidates) are recorded in
         ``config["correspondence"]["candidates"]`` and the time spent in
         ``config["correspondence"]["seconds"]``, saved with the model.
         """
-        from .geometry import correspondence_priors, representation
+        from .geometry import DEFAULT_SCALINGS, correspondence_priors, representations
 
         options = dict(self.config.get("correspondence") or {"method": "none"})
         if options.pop("method") != "gw":
@@ -442,10 +442,12 @@ class CrossModalModel:
             options.pop(key, None)
         if self.priors is None:
             t0 = time.perf_counter()
-            reps = {
-                name: representation(self.adatas[name].X, modality=self.config["domains"][name]["modality"])
+            scalings = options.pop("scalings", DEFAULT_SCALINGS)
+            per_domain = {
+                name: representations(self.adatas[name], modality=self.config["domains"][name]["modality"], scalings=scalings)
                 for name in self.domains
             }
+            reps = {scaling: {name: per_domain[name][scaling] for name in self.domains} for scaling in scalings}
             cells = {name: self.data[name].training_cells(use_test_cells=use_test_cells) for name in self.domains}
             options.setdefault("seed", self.config["seed"])  # the prior's randomness is part of the run's
             self.priors = correspondence_priors(reps, cells, label_codes=self._label_codes(), **options)
@@ -731,13 +733,14 @@ def _correspondence_config(
     if method == "auto":
         method = "gw" if alignment != "none" and n_domains > 1 and not supervised else "none"
     options = dict(options or {})
-    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "starts", "seed"}
+    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "starts", "scalings", "seed"}
     if unknown:
         raise ValueError(f"unknown correspondence option(s) {sorted(unknown)}")
     if "k_grid" in options:
         options["k_grid"] = [int(k) for k in options["k_grid"]]
-    if "starts" in options:
-        options["starts"] = [str(s) for s in options["starts"]]
+    for key in ("starts", "scalings"):
+        if key in options:
+            options[key] = [str(s) for s in options[key]]
     return {"method": method, **options}
 
 
