@@ -81,7 +81,10 @@ def test_representations_undo_the_features_standardisation_and_share_sparse_view
     np.testing.assert_allclose(reps["as given"], x - x.mean(0), rtol=1e-4, atol=1e-4)  # the user's values, centred
     counts = ad.AnnData(sp.random(80, 60, density=0.2, random_state=0, format="csr", dtype=np.float32))
     sparse = representations(counts, modality="atac")
-    assert sparse["standardised"] is sparse["as given"]  # one view: the prior skips the duplicate
+    assert sparse["standardised"] is sparse["as given"]  # one view: the prior runs it once
+    views = {s: {"a": sparse[s], "b": sparse[s]} for s in sparse}
+    (prior,) = correspondence_priors(views, {"a": np.arange(80), "b": np.arange(80)}, n_landmarks=10, k_grid=(10,), n_restarts=1)
+    assert [c["view"] for c in prior.candidates] == ["standardised / as given"]
 
 
 def _noisy_clusters(seed: int, loud: bool) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -804,8 +804,8 @@ def correspondence_priors(
         Per domain, a dense ``(n_cells, d)`` view of the features (:func:`representation`);
         or, per named view (e.g. the :data:`SCALINGS`, from :func:`representations`), such a
         mapping. Each view gets its own landmarks, candidates and joint choice; the view
-        whose choice distorts least is kept (its domains look most alike there). A view
-        whose arrays are all those of an earlier one is skipped.
+        whose choice distorts least is kept (its domains look most alike there). Views
+        whose arrays are all the same objects are one view, named ``"first / second"``.
     cells
         Per domain, the indices of the cells the prior may use (e.g. all but test cells).
     k_grid, n_landmarks, epsilon, max_cells
@@ -841,7 +841,10 @@ def correspondence_priors(
         views = {"": representations}
     kept_views: dict[str, Mapping[str, np.ndarray]] = {}
     for name, reps in views.items():
-        if not any(all(reps[d] is other[d] for d in reps) for other in kept_views.values()):
+        same = [v for v, other in kept_views.items() if all(reps[d] is other[d] for d in reps)]
+        if same:  # e.g. sparse counts, one representation whatever the scaling: one view, both names
+            kept_views[f"{same[0]} / {name}"] = kept_views.pop(same[0])
+        else:
             kept_views[name] = reps
     names = list(next(iter(kept_views.values())))
     a = names[0]  # a star from the first domain: training draws every other domain's batch from it
