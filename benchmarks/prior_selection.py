@@ -132,11 +132,8 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
     cells = {d: v["cells"](seed) for d, v in views.items()}
     probe = np.arange(len(cells[a]))  # the package samples CONSENSUS_CELLS; these data sets are smaller
     scalings = list(views[a]["reps"])
-    distinct = [s for i, s in enumerate(scalings)
-                if not any(all(views[d]["reps"][s] is views[d]["reps"][t] for d in names) for t in scalings[:i])]
-    per_view = {}
-    for view in distinct:
-        reps = {d: v["reps"][view] for d, v in views.items()}
+    per_view, per_view_reps = {}, {}
+    for view, reps in G.distinct_views({s: {d: v["reps"][s] for d, v in views.items()} for s in scalings}).items():
         geoms = G.restart_geometries(reps, cells, seed=seed, **{k: options[k] for k in keys if k in options})
         found, projections, distortion = {}, {}, {}
         for b in names[1:]:
@@ -145,7 +142,7 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
             )
             distortion[b] = G.distortion_scores(found[b], [g[a] for g in geoms], [g[b] for g in geoms])
         joint, score = G.joint_selection(found, distortion, geoms)
-        per_view[view] = (geoms, found, projections, distortion, joint, score)
+        per_view[view], per_view_reps[view] = (geoms, found, projections, distortion, joint, score), reps
     kept_view = min(per_view, key=lambda v: per_view[v][-1])
     rows = []
     for b in names[1:]:
@@ -165,7 +162,7 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
                               "witness": int(np.argmin(witness_score))})
             for i, c in enumerate(cands):
                 g = geoms[c["restart"]]
-                va, vb = ({**views[d], "rep": views[d]["reps"][view]} for d in (a, b))
+                va, vb = ({**views[d], "rep": per_view_reps[view][d]} for d in (a, b))
                 table.append({"dataset": name, "seed": seed, "pair": f"{a}-{b}", "view": view, "view_distortion": score,
                               "restart": c["restart"], "k": c["k"], "start": c["start"], "gw": c["gw"],
                               "distortion": distortion[b][i], "witness": bool(witnesses[i]),

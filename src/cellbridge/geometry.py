@@ -113,6 +113,7 @@ __all__ = [
     "domain_geometry",
     "distance_profile_start",
     "distance_quantiles",
+    "distinct_views",
     "gw_candidates",
     "landmark_geodesics",
     "landmark_label_cost",
@@ -783,6 +784,20 @@ def candidate_couplings(
     return cands, projections
 
 
+def distinct_views(views: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Mapping[str, np.ndarray]]:
+    """Named views (per domain a representation) with those whose arrays are all the same
+    objects merged into one, named ``"first / second"`` (e.g. sparse counts: one
+    representation whatever the scaling, so one prior, not two identical ones)."""
+    out: dict[str, Mapping[str, np.ndarray]] = {}
+    for name, reps in views.items():
+        same = [v for v, other in out.items() if all(reps[d] is other[d] for d in reps)]
+        if same:
+            out[f"{same[0]} / {name}"] = out.pop(same[0])
+        else:
+            out[name] = reps
+    return out
+
+
 def correspondence_priors(
     representations: Mapping[str, np.ndarray] | Mapping[str, Mapping[str, np.ndarray]],
     cells: Mapping[str, np.ndarray],
@@ -839,13 +854,7 @@ def correspondence_priors(
         views = dict(representations)
     else:
         views = {"": representations}
-    kept_views: dict[str, Mapping[str, np.ndarray]] = {}
-    for name, reps in views.items():
-        same = [v for v, other in kept_views.items() if all(reps[d] is other[d] for d in reps)]
-        if same:  # e.g. sparse counts, one representation whatever the scaling: one view, both names
-            kept_views[f"{same[0]} / {name}"] = kept_views.pop(same[0])
-        else:
-            kept_views[name] = reps
+    kept_views = distinct_views(views)
     names = list(next(iter(kept_views.values())))
     a = names[0]  # a star from the first domain: training draws every other domain's batch from it
     rng = np.random.default_rng([seed, 29])
