@@ -198,13 +198,19 @@ def bench_config(ds: Dataset, root: Path, workdir: Path, *, smoke: bool) -> dict
 
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:
-    """``config`` with ``KEY=VALUE`` overrides applied (dotted keys that must exist; YAML values).
+    """``config`` with ``KEY=VALUE`` overrides applied (dotted keys; YAML values), validated.
 
     For ablations of a default (e.g. ``alignment.correspondence.n_restarts=5``); the tables
-    header names them.
+    header names them. A key the defaults leave unset (``alignment.wasserstein.unbalanced``)
+    may be set where its parent exists; the schema refuses keys it does not know.
     """
     import yaml
 
+    from cellbridge.config import validate_config
+    from cellbridge._io import InputError
+
+    if not overrides:
+        return config
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -213,10 +219,13 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
         node = config
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
+        if not isinstance(node, dict):
             raise SystemExit(f"--set {item!r}: no config key {key!r}")
         node[leaf] = yaml.safe_load(value)
-    return config
+    try:
+        return validate_config(config)
+    except InputError as err:
+        raise SystemExit(f"--set {' '.join(overrides)}: {err}") from None
 
 
 def overrides_note(overrides: list[str]) -> str:

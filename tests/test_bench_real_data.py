@@ -160,13 +160,26 @@ def test_update_replaces_only_the_runs_measured_again(tmp_path):
     assert set(real_data.json.loads((tmp_path / "real_data_scnmt.notes.json").read_text())) == {"a", "b"}
 
 
-def test_overrides_set_existing_keys_only():
-    """``--set`` changes one config key for an ablation and refuses a key that does not exist."""
-    config = {"alignment": {"correspondence": {"n_restarts": 3, "k_grid": [10, 20]}}}
-    out = real_data.apply_overrides(config, ["alignment.correspondence.n_restarts=5", "alignment.correspondence.k_grid=[30]"])
-    assert out["alignment"]["correspondence"] == {"n_restarts": 5, "k_grid": [30]}
+def test_overrides_set_known_keys_only():
+    """``--set`` changes one config key for an ablation, may set an option the defaults leave
+    unset, and refuses a key the schema does not know or a value it does not allow."""
+    from cellbridge.config import validate_config
+
+    def config():
+        return validate_config({"domains": {"rna": {"modality": "rna", "input": "simulated"},
+                                            "image": {"modality": "image", "input": "simulated"}}})
+
+    out = real_data.apply_overrides(config(), ["alignment.correspondence.n_restarts=5", "alignment.correspondence.k_grid=[30]"])
+    assert out["alignment"]["correspondence"]["n_restarts"] == 5
+    assert out["alignment"]["correspondence"]["k_grid"] == [30]
     assert "n_restarts=5" in real_data.overrides_note(["alignment.correspondence.n_restarts=5"])
+    out = real_data.apply_overrides(config(), ["alignment.wasserstein.unbalanced=true"])
+    assert out["alignment"]["wasserstein"]["unbalanced"] is True
+    with pytest.raises(SystemExit, match="correspondance"):
+        real_data.apply_overrides(config(), ["alignment.correspondance.n_restarts=5"])
     with pytest.raises(SystemExit, match="no config key"):
-        real_data.apply_overrides(config, ["alignment.correspondance.n_restarts=5"])
+        real_data.apply_overrides(config(), ["alignment.nothing.here.n=5"])
+    with pytest.raises(SystemExit, match="n_restarts"):
+        real_data.apply_overrides(config(), ["alignment.correspondence.n_restarts=0"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
-        real_data.apply_overrides(config, ["alignment.correspondence.n_restarts"])
+        real_data.apply_overrides(config(), ["alignment.correspondence.n_restarts"])
