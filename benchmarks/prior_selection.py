@@ -138,7 +138,8 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
         found, projections, distortion = {}, {}, {}
         for b in names[1:]:
             found[b], projections[b] = G.candidate_couplings(
-                geoms, a, b, probe, epsilon=options.get("epsilon", G.EPSILON), starts=starts
+                geoms, a, b, probe, epsilon=options.get("epsilon", G.EPSILON), starts=starts,
+                multiscale=options.get("multiscale", G.MULTISCALE),
             )
             distortion[b] = G.distortion_scores(found[b], [g[a] for g in geoms], [g[b] for g in geoms])
         joint, score = G.joint_selection(found, distortion, geoms)

@@ -23,6 +23,7 @@ from cellbridge.geometry import (
     distance_quantiles,
     distortion_scores,
     domain_geometry,
+    MULTISCALE_K,
     gw_candidates,
     landmark_geodesics,
     representation,
@@ -151,7 +152,7 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
     (prior,) = priors
     # every landmark restart x k (x GW start: the product one by default) is a candidate; one is kept
     assert sorted((c["restart"], c["k"], c["start"]) for c in prior.candidates) == [
-        (r, k, "product") for r in (0, 1) for k in (10, 20, 30)
+        (r, k, "product") for r in (0, 1) for k in (MULTISCALE_K, 10, 20, 30)
     ]
     assert [c["chosen"] for c in prior.candidates].count(True) == 1
     restricted = prior.restrict(np.arange(600), np.arange(500))
@@ -162,6 +163,36 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
     assert agree > 0.9  # random partners would agree 0.38 of the time
     coupling = prior.cell_coupling()
     assert coupling.shape == (600, 500) and coupling.sum() == pytest.approx(1.0)
+
+
+def test_multiscale_candidate_solves_gw_on_the_geodesics_averaged_over_k():
+    """One more candidate per start (``k`` = MULTISCALE_K): GW between each domain's mean geodesics
+    over its neighbourhood sizes; none with one ``k`` or when switched off."""
+    import ot
+
+    rng = np.random.default_rng(5)
+    xa, _ = _branches(300, rng, dim=6)
+    xb, _ = _branches(280, rng, dim=9)
+    ga = domain_geometry(representation(xa), np.arange(300), n_landmarks=40, k_grid=(10, 20, 30))
+    gb = domain_geometry(representation(xb), np.arange(280), n_landmarks=40, k_grid=(10, 20, 30))
+    cands = gw_candidates(ga, gb, starts=GW_STARTS)
+    assert [(c["k"], c["start"]) for c in cands] == [(k, s) for k in (10, 20, 30) for s in GW_STARTS] + [
+        (MULTISCALE_K, s) for s in GW_STARTS
+    ]
+    multi = cands[-2]
+    ca = np.mean([ga.distances[k] for k in (10, 20, 30)], axis=0)
+    cb = np.mean([gb.distances[k] for k in (10, 20, 30)], axis=0)
+    # a coupling of the landmark weights, with the GW value under the averaged geodesics
+    assert multi["coupling"].sum(1) == pytest.approx(ga.weights, abs=1e-4)
+    assert multi["coupling"].sum(0) == pytest.approx(gb.weights, abs=1e-4)
+    expected = float(ot.gromov.gwloss(*ot.gromov.init_matrix(ca, cb, ga.weights, gb.weights, "square_loss"), multi["coupling"]))
+    assert multi["gw"] == pytest.approx(expected, rel=1e-6)
+    # GW did its work on the averaged geodesics: far below the product coupling's loss there
+    product = np.outer(ga.weights, gb.weights)
+    assert multi["gw"] < 0.5 * float(ot.gromov.gwloss(*ot.gromov.init_matrix(ca, cb, ga.weights, gb.weights, "square_loss"), product))
+    assert [c["k"] for c in gw_candidates(ga, gb, multiscale=False)] == [10, 20, 30]
+    one_k = domain_geometry(representation(xa), np.arange(300), n_landmarks=40, k_grid=(10,))
+    assert [c["k"] for c in gw_candidates(one_k, one_k)] == [10]
 
 
 def test_partners_only_from_allowed_cells():
@@ -384,8 +415,9 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     kept = table.loc[table["chosen"]].iloc[0]
     assert kept["distortion"] == table.loc[table["view"] == kept["view"], "distortion"].min() == kept["view_distortion"]
     assert kept["view_distortion"] == table["view_distortion"].min()
-    # the default scalings x restarts x the k grid (x the default GW start)
-    assert len(table) == 2 * 3 * 3 and set(table["view"]) == {"standardised", "as given"}
+    # the default scalings x restarts x (the k grid + the multi-scale candidate) (x the default GW start)
+    assert len(table) == 2 * 3 * 4 and set(table["view"]) == {"standardised", "as given"}
+    assert set(table["k"]) == {MULTISCALE_K, 10, 20, 30}
     assert set(table["start"]) == {"product"}
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1
@@ -423,3 +455,6 @@ def test_auto_prior_is_off_for_none_and_under_labels():
     model = CrossModalModel(adatas, correspondence_kwargs={"scalings": ["as given"], "k_grid": [10], "n_restarts": 1})
     (prior,) = model.correspondence_priors()
     assert [c["view"] for c in prior.candidates] == ["as given"]
+    model = CrossModalModel(adatas, correspondence_kwargs={"multiscale": False, "k_grid": [5, 10], "n_restarts": 1})
+    (prior,) = model.correspondence_priors()
+    assert sorted({c["k"] for c in prior.candidates}) == [5, 10]

@@ -142,6 +142,10 @@ EPSILON = 5e-3
 GW_MAX_ITER = 50
 #: independent landmark sets per domain (see :func:`correspondence_priors`)
 N_RESTARTS = 3
+#: also a candidate on every domain's geodesics averaged over ``k_grid`` (recorded as ``k = 0``)
+MULTISCALE = True
+#: the ``k`` recorded for that multi-scale candidate
+MULTISCALE_K = 0
 #: cells of the first domain on which candidate correspondences are compared
 CONSENSUS_CELLS = 5000
 
@@ -553,6 +557,7 @@ def gw_candidates(
     max_iter: int = GW_MAX_ITER,
     label_cost: np.ndarray | None = None,
     starts: Sequence[str] = DEFAULT_STARTS,
+    multiscale: bool = MULTISCALE,
 ) -> list[dict[str, Any]]:
     """One entropic GW coupling per neighbourhood size shared by both geometries and start.
 
@@ -560,6 +565,12 @@ def gw_candidates(
     the (unregularised) GW loss of the coupling under its own distances; ``start`` is
     where the solver began (:data:`GW_STARTS`). With ``label_cost`` (landmarks of A x
     landmarks of B, in [0, 1]) the coupling is fused GW: half structure, half label agreement.
+
+    With ``multiscale`` and more than one ``k``, one more candidate per start solves GW
+    between each domain's geodesics *averaged* over its ``k`` (``k`` recorded as
+    :data:`MULTISCALE_K`): the selection (:func:`distortion_scores`) judges candidates by
+    their distortion at every ``k`` at once, and this candidate asks GW for exactly that,
+    where each single-``k`` one answers to one scale.
     """
     unknown = set(starts) - set(GW_STARTS)
     if unknown:
@@ -580,6 +591,14 @@ def gw_candidates(
                 )
                 out.append({"k": int(ka), "start": start, "epsilon": float(epsilon), "gw": value,
                             "seconds": time.perf_counter() - t0, "coupling": plan})
+    if multiscale and max(len(ga.distances), len(gb.distances)) > 1:
+        ca, cb = (np.mean(list(g.distances.values()), axis=0) for g in (ga, gb))
+        for start in starts:
+            t0 = time.perf_counter()
+            g0 = distance_profile_start(ca, cb, ga.weights, gb.weights) if start == "distance profile" else None
+            plan, value = _entropic_gw(ca, cb, ga.weights, gb.weights, epsilon, max_iter, label_cost=label_cost, start=g0)
+            out.append({"k": MULTISCALE_K, "start": start, "epsilon": float(epsilon), "gw": value,
+                        "seconds": time.perf_counter() - t0, "coupling": plan})
     return out
 
 
@@ -771,13 +790,14 @@ def candidate_couplings(
     epsilon: float = EPSILON,
     label_codes: Mapping[str, np.ndarray] | None = None,
     starts: Sequence[str] = DEFAULT_STARTS,
+    multiscale: bool = MULTISCALE,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """Every restart x ``k`` x start GW candidate from ``a`` to ``b`` (:func:`gw_candidates`, with
     its ``"restart"``) and where each sends the ``probe`` cells of ``a`` in ``b``'s representation."""
     cands, projections = [], []
     for r, g in enumerate(geometries):
         cost = None if label_codes is None else landmark_label_cost(g[a], g[b], label_codes[a], label_codes[b])
-        for c in gw_candidates(g[a], g[b], epsilon=epsilon, label_cost=cost, starts=starts):
+        for c in gw_candidates(g[a], g[b], epsilon=epsilon, label_cost=cost, starts=starts, multiscale=multiscale):
             c["restart"] = r
             cands.append(c)
             projections.append(_row_projection(c["coupling"], g[b].centres)[g[a].assignment[probe]])
@@ -810,6 +830,7 @@ def correspondence_priors(
     seed: int = 0,
     label_codes: Mapping[str, np.ndarray] | None = None,
     starts: Sequence[str] = DEFAULT_STARTS,
+    multiscale: bool = MULTISCALE,
 ) -> list[CorrespondencePrior]:
     """A GW correspondence prior between the first domain and each other domain.
 
@@ -841,6 +862,9 @@ def correspondence_priors(
     starts
         Where GW starts (some of :data:`GW_STARTS`; default :data:`DEFAULT_STARTS`); every
         start is a candidate of its own.
+    multiscale
+        Also a candidate per restart x start on the geodesics averaged over ``k_grid``
+        (``k`` recorded as :data:`MULTISCALE_K`; see :func:`gw_candidates`).
 
     Notes
     -----
@@ -868,7 +892,7 @@ def correspondence_priors(
         found, distortion, agreement = {}, {}, {}
         for b in names[1:]:
             cands, projections = candidate_couplings(
-                geoms, a, b, probe, epsilon=epsilon, label_codes=label_codes, starts=starts
+                geoms, a, b, probe, epsilon=epsilon, label_codes=label_codes, starts=starts, multiscale=multiscale
             )
             found[b] = cands
             distortion[b] = distortion_scores(cands, [g[a] for g in geoms], [g[b] for g in geoms])

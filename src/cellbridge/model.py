@@ -733,7 +733,7 @@ def _correspondence_config(
     if method == "auto":
         method = "gw" if alignment != "none" and n_domains > 1 and not supervised else "none"
     options = dict(options or {})
-    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "starts", "scalings", "seed"}
+    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "starts", "scalings", "multiscale", "seed"}
     if unknown:
         raise ValueError(f"unknown correspondence option(s) {sorted(unknown)}")
     if "k_grid" in options:
@@ -741,6 +741,8 @@ def _correspondence_config(
     for key in ("starts", "scalings"):
         if key in options:
             options[key] = [str(s) for s in options[key]]
+    if "multiscale" in options:
+        options["multiscale"] = bool(options["multiscale"])
     return {"method": method, **options}
 
 
