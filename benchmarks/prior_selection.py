@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--n-restarts", type=int, help="landmark restarts per seed (default: the package's)")
     parser.add_argument("--scalings", help="comma separated feature scalings, e.g. 'standardised' (default: the package's)")
     parser.add_argument("--starts", help="comma separated GW starts, e.g. 'product,distance profile' (default: the package's)")
+    parser.add_argument("--multiscale", action="store_true", help="add the multi-scale candidates (k = 0; default: the package's)")
     args = parser.parse_args()
     root, out = Path(args.data).resolve(), Path(args.out).resolve()
     workroot = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="prior_selection_"))
@@ -227,6 +228,8 @@ def main() -> None:
             options = {**options, "n_restarts": args.n_restarts}
         if args.starts:
             options = {**options, "starts": [s.strip() for s in args.starts.split(",")]}
+        if args.multiscale:
+            options = {**options, "multiscale": True}
         for seed in (int(s) for s in real_data._names(args.seeds)):
             t0 = time.perf_counter()
             seed_rows = score_seed(name, views, options, seed)
@@ -242,7 +245,7 @@ def main() -> None:
     table = summary(frame)
     text = (f"# Correspondence prior: which GW candidate each selection rule keeps\n\n"
             f"{'SMOKE (tiny, not a result). ' if args.smoke else ''}Truth used only to score; training cells; "
-            f"landmark restarts: {args.n_restarts or 'the package default'}; feature scalings: {args.scalings or 'the package default'}; GW starts: {args.starts or 'the package default'}; "
+            f"landmark restarts: {args.n_restarts or 'the package default'}; feature scalings: {args.scalings or 'the package default'}; GW starts: {args.starts or 'the package default'}; multi-scale candidates: {'on' if args.multiscale else 'the package default'}; "
             f"{real_data.machine()}.\n\n{table.to_markdown(index=False)}\n")
     real_data._atomic(out / "prior_selection.md", text)
     print(text)

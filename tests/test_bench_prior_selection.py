@@ -19,13 +19,13 @@ def test_every_candidate_scored_and_each_rule_keeps_one_per_pair(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "prior_selection.py"), "--smoke", "--datasets", "scnmt",
-         "--seeds", "0", "--out", str(out), "--workdir", str(tmp_path / "work")],
+         "--seeds", "0", "--multiscale", "--out", str(out), "--workdir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = pd.read_csv(out / "prior_selection.tsv", sep="\t", keep_default_na=False)
     # RNA to methylation and to accessibility, 2 feature scalings x 2 restarts x (2 neighbourhood
-    # sizes + the multi-scale candidate, k = 0) each
+    # sizes + the multi-scale candidate, k = 0, asked for by --multiscale) each
     assert sorted(frame["pair"].unique()) == ["rna-acc", "rna-met"]
     assert (frame.groupby(["pair", "view"]).size() == 6).all() and set(frame["view"]) == {"standardised", "as given"}
     assert frame["k"].nunique() == 3 and frame["k"].min() == 0

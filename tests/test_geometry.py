@@ -152,7 +152,7 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
     (prior,) = priors
     # every landmark restart x k (x GW start: the product one by default) is a candidate; one is kept
     assert sorted((c["restart"], c["k"], c["start"]) for c in prior.candidates) == [
-        (r, k, "product") for r in (0, 1) for k in (MULTISCALE_K, 10, 20, 30)
+        (r, k, "product") for r in (0, 1) for k in (10, 20, 30)
     ]
     assert [c["chosen"] for c in prior.candidates].count(True) == 1
     restricted = prior.restrict(np.arange(600), np.arange(500))
@@ -175,7 +175,7 @@ def test_multiscale_candidate_solves_gw_on_the_geodesics_averaged_over_k():
     xb, _ = _branches(280, rng, dim=9)
     ga = domain_geometry(representation(xa), np.arange(300), n_landmarks=40, k_grid=(10, 20, 30))
     gb = domain_geometry(representation(xb), np.arange(280), n_landmarks=40, k_grid=(10, 20, 30))
-    cands = gw_candidates(ga, gb, starts=GW_STARTS)
+    cands = gw_candidates(ga, gb, starts=GW_STARTS, multiscale=True)
     assert [(c["k"], c["start"]) for c in cands] == [(k, s) for k in (10, 20, 30) for s in GW_STARTS] + [
         (MULTISCALE_K, s) for s in GW_STARTS
     ]
@@ -190,9 +190,9 @@ def test_multiscale_candidate_solves_gw_on_the_geodesics_averaged_over_k():
     # GW did its work on the averaged geodesics: far below the product coupling's loss there
     product = np.outer(ga.weights, gb.weights)
     assert multi["gw"] < 0.5 * float(ot.gromov.gwloss(*ot.gromov.init_matrix(ca, cb, ga.weights, gb.weights, "square_loss"), product))
-    assert [c["k"] for c in gw_candidates(ga, gb, multiscale=False)] == [10, 20, 30]
+    assert [c["k"] for c in gw_candidates(ga, gb)] == [10, 20, 30]  # off by default
     one_k = domain_geometry(representation(xa), np.arange(300), n_landmarks=40, k_grid=(10,))
-    assert [c["k"] for c in gw_candidates(one_k, one_k)] == [10]
+    assert [c["k"] for c in gw_candidates(one_k, one_k, multiscale=True)] == [10]
 
 
 def test_partners_only_from_allowed_cells():
@@ -415,9 +415,8 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     kept = table.loc[table["chosen"]].iloc[0]
     assert kept["distortion"] == table.loc[table["view"] == kept["view"], "distortion"].min() == kept["view_distortion"]
     assert kept["view_distortion"] == table["view_distortion"].min()
-    # the default scalings x restarts x (the k grid + the multi-scale candidate) (x the default GW start)
-    assert len(table) == 2 * 3 * 4 and set(table["view"]) == {"standardised", "as given"}
-    assert set(table["k"]) == {MULTISCALE_K, 10, 20, 30}
+    # the default scalings x restarts x the k grid (x the default GW start)
+    assert len(table) == 2 * 3 * 3 and set(table["view"]) == {"standardised", "as given"}
     assert set(table["start"]) == {"product"}
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1
@@ -455,6 +454,6 @@ def test_auto_prior_is_off_for_none_and_under_labels():
     model = CrossModalModel(adatas, correspondence_kwargs={"scalings": ["as given"], "k_grid": [10], "n_restarts": 1})
     (prior,) = model.correspondence_priors()
     assert [c["view"] for c in prior.candidates] == ["as given"]
-    model = CrossModalModel(adatas, correspondence_kwargs={"multiscale": False, "k_grid": [5, 10], "n_restarts": 1})
+    model = CrossModalModel(adatas, correspondence_kwargs={"multiscale": True, "k_grid": [5, 10], "n_restarts": 1})
     (prior,) = model.correspondence_priors()
-    assert sorted({c["k"] for c in prior.candidates}) == [5, 10]
+    assert sorted({c["k"] for c in prior.candidates}) == [MULTISCALE_K, 5, 10]
