@@ -15,6 +15,7 @@ For the real data sets run ``benchmarks/prior_selection.py --starts "product,dis
 
     .venv/bin/python benchmarks/gw_starts.py               # 12 seeds, about 1 min
     .venv/bin/python benchmarks/gw_starts.py --seeds 0,1
+    .venv/bin/python benchmarks/gw_starts.py --multiscale  # with the multi-scale candidates
 
 Writes ``gw_starts.tsv`` (one row per seed and rule) and ``gw_starts.md`` under
 ``benchmarks/results/`` (or ``--out``).
@@ -57,15 +58,16 @@ def type_agreement(plan: np.ndarray, ga, gb, types: np.ndarray) -> float:
     return pair_agreement(plan, ga, gb, types, types)
 
 
-def score_seed(seed: int, n_cells: int = N_CELLS) -> list[dict]:
-    """Both rules on one planted seed: the kept candidate's start, k and type agreement."""
+def score_seed(seed: int, n_cells: int = N_CELLS, *, multiscale: bool = False) -> list[dict]:
+    """Both rules on one planted seed: the kept candidate's start, k and type agreement
+    (``multiscale``: every rule may also keep the multi-scale candidates, ``k = 0``)."""
     from cellbridge import geometry as G
 
     x, y, t = four_types(n_cells, seed)
     cells = np.arange(n_cells)
     ga, gb = (G.domain_geometry(G.representation(v, modality="features"), cells, k_grid=[10, 20], n_landmarks=50, seed=seed)
               for v in (x, y))
-    cands = [dict(c, restart=0) for c in G.gw_candidates(ga, gb, starts=G.GW_STARTS)]
+    cands = [dict(c, restart=0) for c in G.gw_candidates(ga, gb, starts=G.GW_STARTS, multiscale=multiscale)]
     distortion = G.distortion_scores(cands, [ga], [gb])
     rows = []
     for rule, starts in (("product start", ("product",)), ("product + distance-profile starts", G.GW_STARTS)):
@@ -81,11 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default=",".join(map(str, range(12))))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--multiscale", action="store_true", help="also the multi-scale candidates (k = 0)")
     args = parser.parse_args()
     rows = []
     for seed in (int(s) for s in args.seeds.split(",") if s):
         t0 = time.perf_counter()
-        seed_rows = score_seed(seed)
+        seed_rows = score_seed(seed, multiscale=args.multiscale)
         rows += seed_rows
         print(f"seed {seed} ({time.perf_counter() - t0:.0f} s): "
               + "; ".join(f"{r['rule']}: {r['type_agreement']:.3f} ({r['start']}, k={r['k']})" for r in seed_rows), flush=True)
@@ -96,7 +99,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _atomic(out / "gw_starts.tsv", frame.to_csv(sep="\t", index=False, float_format="%.6g"))
-    text = (f"# GW starts of the correspondence prior, planted four types ({N_CELLS} cells)\n\n"
+    text = (f"# GW starts of the correspondence prior, planted four types ({N_CELLS} cells)"
+            f"{', with the multi-scale candidates' if args.multiscale else ''}\n\n"
             f"Type agreement of the kept coupling (chance about 0.27); {machine()}.\n\n{table.to_markdown()}\n")
     _atomic(out / "gw_starts.md", text)
     print(text)

@@ -24,3 +24,15 @@ def test_both_rules_scored_and_tables_written(tmp_path):
     assert frame.loc[0, "start"] == "product"
     assert frame.loc[1, "distortion"] <= frame.loc[0, "distortion"]
     assert "mean" in (tmp_path / "gw_starts.md").read_text()
+
+
+def test_multiscale_candidates_only_add_choices():
+    """With the multi-scale candidates every rule chooses among more: never a more distorting one."""
+    from _bench import load_benchmark
+
+    gw_starts = load_benchmark("gw_starts")
+    plain, multi = gw_starts.score_seed(0), gw_starts.score_seed(0, multiscale=True)
+    assert [r["rule"] for r in multi] == [r["rule"] for r in plain]
+    for m, p in zip(multi, plain, strict=True):
+        assert m["distortion"] <= p["distortion"] + 1e-12
+        assert 0 <= m["type_agreement"] <= 1
