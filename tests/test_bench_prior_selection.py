@@ -25,11 +25,11 @@ def test_every_candidate_scored_and_each_rule_keeps_one_per_pair(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = pd.read_csv(out / "prior_selection.tsv", sep="\t", keep_default_na=False)
     # RNA to methylation and to accessibility, 2 feature scalings x 2 restarts x (2 neighbourhood
-    # sizes + the multi-scale candidate, k = 0, asked for by --multiscale) each
+    # sizes + the multi-scale candidate, k = 0, asked for by --multiscale) x 2 GW starts each
     assert sorted(frame["pair"].unique()) == ["rna-acc", "rna-met"]
-    assert (frame.groupby(["pair", "view"]).size() == 6).all() and set(frame["view"]) == {"standardised", "as given"}
-    assert frame["k"].nunique() == 3 and frame["k"].min() == 0
-    assert frame["pair_agreement"].between(0, 1).all() and frame["witness"].astype(str).eq("True").sum() == 2 * (6 // 3)  # the least distorting third, first view
+    assert (frame.groupby(["pair", "view"]).size() == 12).all() and set(frame["view"]) == {"standardised", "as given"}
+    assert frame["k"].nunique() == 3 and frame["k"].min() == 0 and frame["start"].nunique() == 2
+    assert frame["pair_agreement"].between(0, 1).all() and frame["witness"].astype(str).eq("True").sum() == 2 * (12 // 3)  # the least distorting third, first view
     for rule in ("joint", "consensus", "distortion", "witness", "oracle"):
         kept = frame[frame["kept_by"].str.split(",").apply(lambda r, rule=rule: rule in r)]
         assert len(kept) == 2 and sorted(kept["pair"]) == ["rna-acc", "rna-met"], rule

@@ -205,3 +205,15 @@ def test_the_workflow_and_the_api_default_training_alike():
     assert {k: v for k, v in api.items() if k in plan and k != "batch_size"} == {
         k: plan[k] for k in api if k in plan and k != "batch_size"
     }
+
+
+def test_the_workflow_and_the_api_default_the_correspondence_prior_alike():
+    # the workflow passes every alignment.correspondence key to the model; the API falls back
+    # on cellbridge.geometry's constants: a default changed in one place must change in both
+    from cellbridge import geometry as G
+
+    prior = validate_config(copy.deepcopy(MINIMAL))["alignment"]["correspondence"]
+    api = {"n_landmarks": G.N_LANDMARKS, "k_grid": list(G.K_GRID), "epsilon": G.EPSILON, "max_cells": G.MAX_CELLS,
+           "n_restarts": G.N_RESTARTS, "starts": list(G.DEFAULT_STARTS), "scalings": list(G.DEFAULT_SCALINGS),
+           "multiscale": G.MULTISCALE}
+    assert {k: prior[k] for k in api} == api

@@ -14,6 +14,7 @@ import torch
 from _bench import load_benchmark
 from cellbridge.align import anchor_loss
 from cellbridge.geometry import (
+    DEFAULT_STARTS,
     GW_STARTS,
     DomainGeometry,
     composed_coupling,
@@ -85,7 +86,7 @@ def test_representations_undo_the_features_standardisation_and_share_sparse_view
     assert sparse["standardised"] is sparse["as given"]  # one view: the prior runs it once
     views = {s: {"a": sparse[s], "b": sparse[s]} for s in sparse}
     (prior,) = correspondence_priors(views, {"a": np.arange(80), "b": np.arange(80)}, n_landmarks=10, k_grid=(10,), n_restarts=1)
-    assert [c["view"] for c in prior.candidates] == ["standardised / as given"]
+    assert [c["view"] for c in prior.candidates] == ["standardised / as given"] * len(DEFAULT_STARTS)
 
 
 def _noisy_clusters(seed: int, loud: bool) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -150,10 +151,10 @@ def test_prior_recovers_planted_correspondence_between_unrelated_feature_spaces(
         n_landmarks=60, k_grid=(10, 20, 30), n_restarts=2,
     )
     (prior,) = priors
-    # every landmark restart x k (x GW start: the product one by default) is a candidate; one is kept
-    assert sorted((c["restart"], c["k"], c["start"]) for c in prior.candidates) == [
-        (r, k, "product") for r in (0, 1) for k in (10, 20, 30)
-    ]
+    # every landmark restart x k x GW start (both by default) is a candidate; one is kept
+    assert sorted((c["restart"], c["k"], c["start"]) for c in prior.candidates) == sorted(
+        (r, k, s) for r in (0, 1) for k in (10, 20, 30) for s in DEFAULT_STARTS
+    )
     assert [c["chosen"] for c in prior.candidates].count(True) == 1
     restricted = prior.restrict(np.arange(600), np.arange(500))
     idx = rng.integers(600, size=2000)
@@ -190,9 +191,9 @@ def test_multiscale_candidate_solves_gw_on_the_geodesics_averaged_over_k():
     # GW did its work on the averaged geodesics: far below the product coupling's loss there
     product = np.outer(ga.weights, gb.weights)
     assert multi["gw"] < 0.5 * float(ot.gromov.gwloss(*ot.gromov.init_matrix(ca, cb, ga.weights, gb.weights, "square_loss"), product))
-    assert [c["k"] for c in gw_candidates(ga, gb)] == [10, 20, 30]  # off by default
+    assert [c["k"] for c in gw_candidates(ga, gb, starts=["product"])] == [10, 20, 30]  # off by default
     one_k = domain_geometry(representation(xa), np.arange(300), n_landmarks=40, k_grid=(10,))
-    assert [c["k"] for c in gw_candidates(one_k, one_k, multiscale=True)] == [10]
+    assert [c["k"] for c in gw_candidates(one_k, one_k, starts=["product"], multiscale=True)] == [10]
 
 
 def test_partners_only_from_allowed_cells():
@@ -415,9 +416,9 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     kept = table.loc[table["chosen"]].iloc[0]
     assert kept["distortion"] == table.loc[table["view"] == kept["view"], "distortion"].min() == kept["view_distortion"]
     assert kept["view_distortion"] == table["view_distortion"].min()
-    # the default scalings x restarts x the k grid (x the default GW start)
-    assert len(table) == 2 * 3 * 3 and set(table["view"]) == {"standardised", "as given"}
-    assert set(table["start"]) == {"product"}
+    # the default scalings x restarts x the k grid x the default GW starts (both)
+    assert len(table) == 2 * 3 * 3 * 2 and set(table["view"]) == {"standardised", "as given"}
+    assert set(table["start"]) == set(DEFAULT_STARTS) == set(GW_STARTS)
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1
     # training follows the prior: a cell's nearest cross-domain latent neighbour is in the group
@@ -451,9 +452,12 @@ def test_auto_prior_is_off_for_none_and_under_labels():
     model = CrossModalModel(adatas, correspondence_kwargs={"starts": list(GW_STARTS), "k_grid": [10], "n_restarts": 1})
     (prior,) = model.correspondence_priors()
     assert sorted(c["start"] for c in prior.candidates) == sorted(GW_STARTS * 2)
+    model = CrossModalModel(adatas, correspondence_kwargs={"starts": ["product"], "k_grid": [10], "n_restarts": 1})
+    (prior,) = model.correspondence_priors()
+    assert [c["start"] for c in prior.candidates] == ["product"] * 2
     model = CrossModalModel(adatas, correspondence_kwargs={"scalings": ["as given"], "k_grid": [10], "n_restarts": 1})
     (prior,) = model.correspondence_priors()
-    assert [c["view"] for c in prior.candidates] == ["as given"]
+    assert [c["view"] for c in prior.candidates] == ["as given"] * len(DEFAULT_STARTS)
     model = CrossModalModel(adatas, correspondence_kwargs={"multiscale": True, "k_grid": [5, 10], "n_restarts": 1})
     (prior,) = model.correspondence_priors()
     assert sorted({c["k"] for c in prior.candidates}) == [MULTISCALE_K, 5, 10]
