@@ -80,7 +80,8 @@ start (December 2026): planted cell types (``benchmarks/gw_starts.py``, 12 seeds
 against 0.480 type agreement; the simulated demo, unsupervised, trained FOSCTTM 0.141-0.161
 against 0.393-0.396 for the three aligners (3 seeds, label transfer 0.87-0.98 against 0.33-0.36);
 planted SNARE-seq-shaped types (1,047 cells, 12 seeds, prior only) 0.663 against 0.630
-(better on 2 seeds, slightly worse on one); sci-CAR and PBMC keep the same candidates;
+(better on 2 seeds, slightly worse on one), trained a wash (9 seeds: FOSCTTM 0.240 against
+0.221 on the mean, 0.101 against 0.135 on the median); sci-CAR and PBMC keep the same candidates;
 scNMT-seq pair agreement 0.721 +- 0.008 against 0.716 +- 0.004, trained stage transfer
 0.803 +- 0.024 against 0.801 +- 0.020 (5 seeds). It was off by default while the prior saw
 standardised features only: there it found the mirror image of scNMT-seq's trajectory
