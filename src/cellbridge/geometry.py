@@ -116,9 +116,11 @@ December 2026, late: joining a kNN graph's pieces at their closest cells (gaps c
 typical kNN steps, Isomap's repair) instead of one shared maximum distance between pieces
 (real data are one piece: unchanged; planted SNARE-seq-shaped types 0.678 against 0.663,
 trained 0.192 against 0.240 FOSCTTM over 9 seeds; but planted types at 200 cells 0.572
-against 0.656, and the demo's unsupervised seed 2 FOSCTTM 0.155 -> 0.250, because with
-counted gaps the view with more pieces looks less distorted and is kept), and distortion relative to the
-independent coupling's, to compare views (0.659 against 0.663); README, "Tried and not adopted".
+against 0.656, because gaps between pieces are distances in each domain's own features and
+disagree across domains, and the demo's unsupervised seed 2 FOSCTTM 0.155 -> 0.250, because
+with counted gaps the view with more pieces looks less distorted and is kept), and
+distortion relative to the independent coupling's, to compare views (0.659 against 0.663);
+README, "Tried and not adopted".
 
 Cost: k-means and the assignment are O(n L); the kNN graph and the shortest paths are
 computed on at most ``max_cells`` cells; GW is O(L^3) per iteration, independent of n.
