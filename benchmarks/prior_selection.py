@@ -8,7 +8,9 @@ trained) and shows which candidate each selection rule keeps, per seed:
 
 - ``joint`` (the package's rule, :func:`cellbridge.geometry.joint_selection`): one candidate
   per domain pair, together the least distorting, implied pairs between non-hub domains
-  included (the same as ``distortion`` with two domains);
+  included (the same as ``distortion`` with two domains); the feature scaling (view) whose
+  choice distorts least is kept, and in it the candidates are judged again on every view's
+  landmarks (:func:`cellbridge.geometry.pooled_distortion`);
 - ``consensus`` (the package's rule until December 2026, :func:`cellbridge.geometry.select_candidate`):
   agreement with all other candidates;
 - ``distortion``: the lowest GW distortion under the common yardstick, pair by pair
@@ -119,8 +121,9 @@ def truth_scores(coupling: np.ndarray, ga, gb, va: dict, vb: dict, *, paired: bo
 def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
     """Every candidate of every prior pair and view for one seed, with its truth scores and the rules keeping it.
 
-    ``joint`` is the package's rule (each view's joint choice, then the view whose choice
-    distorts least); ``consensus``, ``distortion`` and ``witness`` are scored in the first
+    ``joint`` is the package's rule (each view's joint choice on its own yardstick, the view
+    whose choice distorts least, and in it the joint choice on every view's landmarks,
+    :func:`cellbridge.geometry.pooled_distortion`); ``consensus``, ``distortion`` and ``witness`` are scored in the first
     view only (the rules the package used before views existed); ``oracle`` over all views.
     """
     from cellbridge import geometry as G
@@ -145,6 +148,10 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
         joint, score = G.joint_selection(found, distortion, geoms)
         per_view[view], per_view_reps[view] = (geoms, found, projections, distortion, joint, score), reps
     kept_view = min(per_view, key=lambda v: per_view[v][-1])
+    # as the package: in the kept view, the candidates judged on every view's landmarks
+    pooled, joint = G.pooled_choice({v: (r[0], r[1]) for v, r in per_view.items()}, kept_view)
+    if joint is not None:
+        per_view[kept_view] = (*per_view[kept_view][:4], joint, per_view[kept_view][5])
     rows = []
     for b in names[1:]:
         table, picks = [], {}
@@ -166,7 +173,8 @@ def score_seed(name: str, views: dict, options: dict, seed: int) -> list[dict]:
                 va, vb = ({**views[d], "rep": per_view_reps[view][d]} for d in (a, b))
                 table.append({"dataset": name, "seed": seed, "pair": f"{a}-{b}", "view": view, "view_distortion": score,
                               "restart": c["restart"], "k": c["k"], "start": c["start"], "gw": c["gw"],
-                              "distortion": distortion[b][i], "witness": bool(witnesses[i]),
+                              "distortion": distortion[b][i], "pooled_distortion": pooled[view][b][i] if pooled else distortion[b][i],
+                              "witness": bool(witnesses[i]),
                               "disagreement_witnesses": witness_score[i], "disagreement_all": consensus[i],
                               **truth_scores(c["coupling"], g[a], g[b], va, vb, paired=name == "scicar")})
         frame = pd.DataFrame(table)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -41,5 +42,8 @@ def test_every_candidate_scored_and_each_rule_keeps_one_per_pair(tmp_path):
     joint = frame[frame["kept_by"].str.contains("joint")]
     assert joint["restart"].nunique() == 1 and joint["view"].nunique() == 1
     assert joint["view_distortion"].iloc[0] == frame["view_distortion"].min()
+    # every candidate is also judged on both views' landmarks (the joint rule's yardstick within its view)
+    assert np.isfinite(frame["pooled_distortion"].astype(float)).all()
+    assert not np.allclose(frame["pooled_distortion"].astype(float), frame["distortion"].astype(float))
     summary = (out / "prior_selection.md").read_text()
     assert "SMOKE" in summary and "consensus" in summary and "mean candidate" in summary
