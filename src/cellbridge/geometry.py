@@ -71,7 +71,8 @@ lower joint distortion kept the right view on every seed of both data sets (the 
 look more alike in the view that keeps their shared structure). It is a heuristic: on
 planted clusters with many quiet noise features it keeps "as given" on 5 of 6 seeds
 (agreement 0.63 against 0.39 standardised alone), but with one loud pure-noise feature per
-domain it fell for "as given" twice in 6 (0.50 against 0.61). Sparse inputs (counts,
+domain it fell for "as given" twice in 6 (0.50 against 0.61; 0.53 with the pooled candidate
+choice below). Sparse inputs (counts,
 TF-IDF) have one view, so sci-CAR is unchanged.
 
 Which candidate within the kept view (December 2026, late): judged on the landmarks of *every*
