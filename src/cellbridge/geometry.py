@@ -1015,9 +1015,9 @@ def correspondence_priors(
         geoms, found, distortion, _, chosen, _ = results[kept]
         best = found[b][chosen[b]]
         logger.info(
-            "correspondence %s-%s: %srestart %d, k=%s, %s start chosen of %d candidates (distortion %s)",
+            "correspondence %s-%s: %srestart %d, k=%s, %s start chosen of %d candidates (distortion %s%s)",
             a, b, f"view {kept!r}, " if kept else "", best["restart"], best["k"], best["start"], len(found[b]),
-            np.round(distortion[b], 3).tolist(),
+            np.round((pooled[kept] if pooled else distortion)[b], 3).tolist(), " on every view's landmarks" if pooled else "",
         )
         g = geoms[best["restart"]]
         priors.append(CorrespondencePrior(a, b, g[a], g[b], best["coupling"], table))

@@ -429,8 +429,8 @@ class CrossModalModel:
 
         The candidates tried and the one chosen (feature scaling ``view``, landmark restart,
         neighbourhood size, GW value, distortion under the view's common yardstick, the
-        view's joint distortion, the kept view's candidates' distortion on every view's
-        landmarks, disagreement with the other candidates) are recorded in
+        view's joint distortion, the distortion on every view's landmarks by which the kept
+        view's candidate is chosen, disagreement with the other candidates) are recorded in
         ``config["correspondence"]["candidates"]`` and the time spent in
         ``config["correspondence"]["seconds"]``, saved with the model.
         """
