@@ -210,6 +210,14 @@ def test_partners_only_from_allowed_cells():
         prior.partners(np.arange(3), rng)
 
 
+def _block_geometry(points: np.ndarray, size: int) -> DomainGeometry:
+    """Landmarks of ``size`` consecutive cells, Euclidean distances between their centres."""
+    assignment = np.arange(len(points)) // size
+    centres = np.array([points[assignment == m].mean(0) for m in range(assignment.max() + 1)])
+    d = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1))
+    return DomainGeometry(np.arange(len(points)), assignment, np.bincount(assignment) / len(points), {10: d / d.max()}, centres)
+
+
 def _planted_geometries(rng: np.random.Generator) -> list[DomainGeometry]:
     """Two landmark sets (blocks of 4 and of 5 consecutive cells) over 60 cells on a
     scalene triangle's outline: Euclidean distances between landmark centres, one k."""
@@ -217,14 +225,7 @@ def _planted_geometries(rng: np.random.Generator) -> list[DomainGeometry]:
     t = np.sort(rng.random(60)) * 3
     leg = np.minimum(t.astype(int), 2)
     points = corners[leg] + (t - leg)[:, None] * (corners[leg + 1] - corners[leg])
-    out = []
-    for size in (4, 5):
-        assignment = np.arange(60) // size
-        centres = np.array([points[assignment == m].mean(0) for m in range(assignment.max() + 1)])
-        d = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1))
-        weights = np.bincount(assignment) / 60
-        out.append(DomainGeometry(np.arange(60), assignment, weights, {10: d / d.max()}, centres))
-    return out
+    return [_block_geometry(points, size) for size in (4, 5)]
 
 
 def test_distortion_ranks_the_planted_correspondence_over_a_reflection():
@@ -252,14 +253,6 @@ def test_distortion_ranks_the_planted_correspondence_over_a_reflection():
     # weighted towards the least distorting third, the true pair wins
     witnesses = (distortion <= np.sort(distortion)[1]).astype(float)
     assert np.argmin(consensus_scores(projections, witnesses=witnesses)) < 2
-
-
-def _block_geometry(points: np.ndarray, size: int) -> DomainGeometry:
-    """Landmarks of ``size`` consecutive cells, Euclidean distances between their centres."""
-    assignment = np.arange(len(points)) // size
-    centres = np.array([points[assignment == m].mean(0) for m in range(assignment.max() + 1)])
-    d = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1))
-    return DomainGeometry(np.arange(len(points)), assignment, np.bincount(assignment) / len(points), {10: d / d.max()}, centres)
 
 
 def test_pooled_distortion_tells_what_one_view_cannot():
