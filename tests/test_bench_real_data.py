@@ -183,3 +183,17 @@ def test_overrides_set_known_keys_only():
         real_data.apply_overrides(config(), ["alignment.correspondence.n_restarts=0"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         real_data.apply_overrides(config(), ["alignment.correspondence.n_restarts"])
+
+
+def test_children_share_the_cpus_instead_of_oversubscribing_them(monkeypatch):
+    for name in ("CELLBRIDGE_THREADS", *real_data.THREAD_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # a limit the user set stays theirs
+    monkeypatch.setattr(real_data.os, "cpu_count", lambda: 8)
+    assert real_data.share_cpus(3) == 2
+    assert os.environ["CELLBRIDGE_THREADS"] == os.environ["OMP_NUM_THREADS"] == "2"
+    assert os.environ["MKL_NUM_THREADS"] == "3"
+    monkeypatch.delenv("CELLBRIDGE_THREADS")
+    assert real_data.share_cpus(16) == 1  # more jobs than CPUs: one thread each
+    monkeypatch.setenv("CELLBRIDGE_THREADS", "4")
+    assert real_data.share_cpus(8) == 4
