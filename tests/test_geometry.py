@@ -28,6 +28,7 @@ from cellbridge.geometry import (
     gw_candidates,
     landmark_geodesics,
     pooled_distortion,
+    refined_prior,
     representation,
     representations,
     joint_selection,
@@ -196,6 +197,48 @@ def test_multiscale_candidate_solves_gw_on_the_geodesics_averaged_over_k():
     assert [c["k"] for c in gw_candidates(ga, gb, starts=["product"])] == [10, 20, 30]  # off by default
     one_k = domain_geometry(representation(xa), np.arange(300), n_landmarks=40, k_grid=(10,))
     assert [c["k"] for c in gw_candidates(one_k, one_k, starts=["product"], multiscale=True)] == [10]
+
+
+def test_refinement_carries_the_kept_coupling_onto_cells_and_sharpens_it():
+    """The kept coupling carried onto one landmark per cell (k-means landmarks beyond
+    ``n_landmarks`` cells) and descended by GW at a lower entropy: a coupling of the cells'
+    weights, sharper and less distorting than the coarse one spread over its landmarks'
+    cells, and no less often within the planted groups."""
+    import ot
+
+    rng = np.random.default_rng(7)
+    xa, group = _branches(240, rng, dim=6)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    xb = xa @ q + rng.normal(scale=0.02, size=xa.shape)  # the same cells through other features: pairs i <-> i
+    reps = {"a": representation(xa), "b": representation(xb)}
+    cells = {"a": np.arange(240), "b": np.arange(240)}
+    (coarse,) = correspondence_priors(reps, cells, n_landmarks=40, k_grid=(10, 20), n_restarts=1, refine=False)
+    k = next(c["k"] for c in coarse.candidates if c["chosen"])
+    fine = refined_prior(coarse, reps, k)
+    assert fine.coupling.shape == (240, 240) and fine.candidates is coarse.candidates
+    np.testing.assert_array_equal(fine.geometry_a.assignment, np.arange(240))
+    assert fine.coupling.sum(1) == pytest.approx(np.full(240, 1 / 240), abs=1e-4)
+    assert fine.coupling.sum(0) == pytest.approx(np.full(240, 1 / 240), abs=1e-4)
+    # with a landmark per cell the coupling carried over is the coarse one spread over cells
+    before, after = coarse.cell_coupling(), fine.coupling
+    (k_fine,) = fine.geometry_a.distances
+    geodesics = ot.gromov.init_matrix(fine.geometry_a.distances[k_fine], fine.geometry_b.distances[k_fine],
+                                      fine.geometry_a.weights, fine.geometry_b.weights, "square_loss")
+    assert ot.gromov.gwloss(*geodesics, after) < ot.gromov.gwloss(*geodesics, before)
+
+    def entropy(plan):
+        return -float((plan[plan > 0] * np.log(plan[plan > 0])).sum())
+
+    assert entropy(after) < entropy(before) - 0.5
+    same_group = group[:, None] == group[None, :]
+    assert (after * same_group).sum() >= (before * same_group).sum() - 0.01
+    # more cells than refinement landmarks: k-means landmarks on the same cells
+    mid = refined_prior(coarse, reps, k, n_landmarks=100)
+    assert mid.coupling.shape == (100, 100) and mid.geometry_b.assignment.shape == (240,)
+    # the prior's default gives the same refinement, the candidate table unchanged
+    (opt,) = correspondence_priors(reps, cells, n_landmarks=40, k_grid=(10, 20), n_restarts=1)
+    np.testing.assert_allclose(opt.coupling, fine.coupling, atol=1e-12)
+    assert [c["chosen"] for c in opt.candidates] == [c["chosen"] for c in coarse.candidates]
 
 
 def test_partners_only_from_allowed_cells():
@@ -413,6 +456,26 @@ def test_geometry_at_50k_cells_stays_linear_in_memory():
     tracemalloc.stop()
     assert geom.assignment.shape == (50_000,) and len(geom.weights) == len(geom.centres) <= 100
     assert geom.weights.sum() == pytest.approx(1.0)
+    assert peak < 400 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_refinement_beyond_the_graph_sample_stays_linear_in_memory():
+    """At 50,000 cells the refinement runs on k-means landmarks of the graph sample; every
+    cell keeps one landmark index, nothing grows with n squared."""
+    from cellbridge.geometry import CorrespondencePrior
+
+    rng = np.random.default_rng(6)
+    x, _ = _branches(50_000, rng, dim=20)
+    cells = np.arange(50_000)
+    coarse = {d: domain_geometry(x, cells, n_landmarks=100, k_grid=(15,), max_cells=4_000, seed=s) for d, s in (("a", 0), ("b", 1))}
+    prior = CorrespondencePrior("a", "b", coarse["a"], coarse["b"], np.outer(coarse["a"].weights, coarse["b"].weights))
+    tracemalloc.start()
+    fine = refined_prior(prior, {"a": x, "b": x}, 15, n_landmarks=300, max_cells=4_000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert fine.coupling.shape == (len(fine.geometry_a.weights), len(fine.geometry_b.weights))
+    assert 250 <= len(fine.geometry_a.weights) <= 300 and fine.geometry_a.assignment.shape == (50_000,)
+    assert fine.coupling.sum() == pytest.approx(1.0)
     assert peak < 400 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 

@@ -734,7 +734,7 @@ def _correspondence_config(
     if method == "auto":
         method = "gw" if alignment != "none" and n_domains > 1 and not supervised else "none"
     options = dict(options or {})
-    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "starts", "scalings", "multiscale", "seed"}
+    unknown = set(options) - {"n_landmarks", "k_grid", "epsilon", "max_cells", "n_restarts", "starts", "scalings", "multiscale", "refine", "seed"}
     if unknown:
         raise ValueError(f"unknown correspondence option(s) {sorted(unknown)}")
     if "k_grid" in options:
@@ -742,8 +742,9 @@ def _correspondence_config(
     for key in ("starts", "scalings"):
         if key in options:
             options[key] = [str(s) for s in options[key]]
-    if "multiscale" in options:
-        options["multiscale"] = bool(options["multiscale"])
+    for key in ("multiscale", "refine"):
+        if key in options:
+            options[key] = bool(options[key])
     return {"method": method, **options}
 
 
