@@ -131,7 +131,8 @@ trained (``wasserstein``) unless said: PBMC pair agreement 0.536 -> 0.598 and 0.
 (seeds 1, 3), shared-type transfer 0.899 +- 0.028 (worst 0.850) -> 0.915 +- 0.030 (worst 0.880);
 sci-CAR FOSCTTM 0.423 +- 0.009 -> 0.413 +- 0.005, better on every seed; scNMT-seq stage
 transfer 0.797 +- 0.028 -> 0.803 +- 0.017 (better on 3 seeds, worse on 2); planted
-SNARE-seq-shaped types (12 seeds, FOSCTTM) 0.240 -> 0.241, a wash. It costs one GW solve on
+SNARE-seq-shaped types (12 seeds, FOSCTTM) 0.240 -> 0.241, a wash; the simulated demo,
+unsupervised, worse for every aligner (FOSCTTM 0.147-0.162 -> 0.169-0.173, 3 seeds). It costs one GW solve on
 up to 2,000 x 2,000 points per domain pair (15-20 s on sci-CAR and PBMC).
 
 Rejected on the way (same benchmarks): cycle consistency over three domains (reversing
