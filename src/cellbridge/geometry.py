@@ -1035,6 +1035,10 @@ def correspondence_priors(
     multiscale
         Also a candidate per restart x start on the geodesics averaged over ``k_grid``
         (``k`` recorded as :data:`MULTISCALE_K`; see :func:`gw_candidates`).
+    refine
+        Carry each kept coupling onto every cell (at most :data:`REFINE_LANDMARKS` landmarks
+        per domain) and let GW descend there at :data:`REFINE_EPSILON` (:func:`refined_prior`);
+        the candidate table is the coarse search's.
 
     Notes
     -----
