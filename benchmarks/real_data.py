@@ -479,6 +479,9 @@ def run_cellbridge(ds: Dataset, config: dict, method: str, seed: int) -> dict:
     metrics["train_epochs_s"] = float(model.history["seconds"].sum())
     if "seconds" in model.config.get("correspondence", {}):
         metrics["prior_s"] = float(model.config["correspondence"]["seconds"])
+    if "latent_pull" in model.config.get("correspondence", {}):
+        # how closely the trained latent keeps the prior's pairs (no truth; lower is closer)
+        metrics["latent_pull"] = float(np.mean(list(model.config["correspondence"]["latent_pull"].values())))
     return {"metrics": metrics, "seconds": seconds, "peak_mb": peak_rss_mb(), "epochs": len(model.history)}
 
 

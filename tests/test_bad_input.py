@@ -468,6 +468,9 @@ def test_fresh_training_ignores_a_good_checkpoint(project, caplog):
     with caplog.at_level(logging.INFO, logger="cellbridge"):
         model = stages.train(cfg, "mmd", 0, fresh=True)
     assert "resuming" not in caplog.text and list(model.history.index) == [1, 2]
+    # the latents carry how closely they keep the prior's pairs (the model's config has it too)
+    latent = ad.read_h5ad(stages.model_dir(cfg, "mmd", 0) / "rna.h5ad")
+    assert dict(latent.uns["cellbridge"]["latent_pull"]) == pytest.approx(model.config["correspondence"]["latent_pull"])
 
 
 def test_partly_labelled_domains_train_with_a_warning_giving_the_counts(synthetic, caplog):

@@ -16,6 +16,7 @@ from cellbridge.align import anchor_loss
 from cellbridge.geometry import (
     DEFAULT_STARTS,
     GW_STARTS,
+    CorrespondencePrior,
     DomainGeometry,
     composed_coupling,
     consensus_scores,
@@ -447,6 +448,31 @@ def test_correspondence_loss_properties(scale):
     assert torch.isfinite(grad).all()
 
 
+def test_latent_pull_is_exact_scale_free_and_zero_when_partners_coincide():
+    """The trained latent's pull against a prior: the coupling's mean squared partner distance
+    over the independent pairs', computed from landmark moments; exact against the cell-level
+    sums, unchanged by a common scale and shift, 0 when partners coincide, near 1 when the
+    latent ignores the prior."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 3))
+    ga, gb = _block_geometry(x, 4), _block_geometry(x, 4)  # 30 landmarks of 4 consecutive cells
+    plan = np.eye(30) / 30 * 0.8 + 0.2 / 900  # mostly landmark l with l, some mass everywhere
+    prior = CorrespondencePrior("a", "b", ga, gb, plan)
+    za, zb = rng.normal(size=(120, 5)), rng.normal(size=(120, 5))
+    cells = prior.cell_coupling()
+    d2 = ((za[:, None] - zb[None]) ** 2).sum(-1)
+    brute = (cells * d2).sum() / (cells.sum(1) @ d2 @ cells.sum(0))
+    assert prior.latent_pull(za, zb) == pytest.approx(brute, rel=1e-10)
+    assert prior.latent_pull(3 * za - 2, 3 * zb - 2) == pytest.approx(brute, rel=1e-10)
+    assert prior.latent_pull(za, zb) == pytest.approx(1.0, abs=0.1)  # unrelated latents
+    # partners in one landmark share a latent point: only the 20% spread mass is apart
+    centres = rng.normal(size=(30, 5))
+    together = prior.latent_pull(centres[ga.assignment], centres[gb.assignment])
+    assert 0.15 < together < 0.25
+    diagonal = CorrespondencePrior("a", "b", ga, gb, np.eye(30) / 30)
+    assert diagonal.latent_pull(centres[ga.assignment], centres[gb.assignment]) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_geometry_at_50k_cells_stays_linear_in_memory():
     """Beyond ``max_cells`` only an O(n) landmark index is kept per cell: 50,000 cells
     with a 4,000-cell graph sample stay well under what an n x n matrix would need (20 GB)."""
@@ -520,6 +546,9 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert set(table["start"]) == set(DEFAULT_STARTS) == set(GW_STARTS)
     assert model.config["correspondence"]["seconds"] > 0
     assert table["chosen"].sum() == 1
+    # how closely the trained latent keeps the prior's pairs, recorded with the model
+    (pull,) = model.config["correspondence"]["latent_pull"].values()
+    assert 0 < pull < 0.8
     # training follows the prior: a cell's nearest cross-domain latent neighbour is in the group
     # its prior partners come from about as often as the partners themselves are
     (prior,) = model.priors
@@ -532,7 +561,9 @@ def test_model_trains_with_the_prior_and_records_the_selection(tmp_path):
     assert latent_agree > prior_agree - 0.15
     assert latent_agree > 0.45  # chance: 0.38
     model.save(tmp_path / "m")
-    assert CrossModalModel.load(tmp_path / "m").config["correspondence"]["candidates"] == model.config["correspondence"]["candidates"]
+    loaded = CrossModalModel.load(tmp_path / "m").config["correspondence"]
+    assert loaded["candidates"] == model.config["correspondence"]["candidates"]
+    assert loaded["latent_pull"] == model.config["correspondence"]["latent_pull"]
 
 
 def test_auto_prior_is_off_for_none_and_under_labels():

@@ -192,6 +192,8 @@ def train(
         latent.uns.setdefault("cellbridge", {})["model"] = {"method": method, "seed": int(seed), "path": str(out)}
         if candidates:
             latent.uns["cellbridge"]["correspondence"] = candidates
+        if "latent_pull" in model.config.get("correspondence", {}):
+            latent.uns["cellbridge"]["latent_pull"] = dict(model.config["correspondence"]["latent_pull"])
         write_h5ad(latent, out / f"{domain}.h5ad")
     logger.info("trained %s (seed %s): %d epochs -> %s", method, seed, len(model.history), out)
     return model
