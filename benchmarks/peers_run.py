@@ -8,7 +8,7 @@ method, including the PyPI packages ``uniport``, ``scotplus`` and ``pamona``).
 Inputs are either the sci-CAR RNA + ATAC layout below or any number of feature domains
 (``domains`` + ``x_{domain}``, see "Feature domains"). Methods for more than two domains
 align every other domain onto the first one (the *anchor*): SCOT and SCOT+ pair by pair,
-Pamona in one joint run with the anchor as its reference data set.
+Pamona and uniPort in one joint run with the anchor as their reference data set.
 
 Self-tuning (``*_tuned``) is SCOT's own unsupervised rule, the converged solve with the
 lowest Gromov-Wasserstein distortion of its coupling over a ``k`` x ``epsilon`` grid,
@@ -49,8 +49,8 @@ Score a result against the truth pairing and labels (main venv; uses ``cellbridg
 ``labels_rna``, ``labels_atac``  optional unicode ``(n,)`` (treatment time); only the
                    scorer reads them.
 
-Feature domains (any number >= 2; ``uniport`` needs the sci-CAR layout)
------------------------------------------------------------------------
+Feature domains (any number >= 2)
+---------------------------------
 ``domains``        unicode ``(n_domains,)``: domain names; the first is the anchor.
 ``x_{domain}``     float64 ``(n_cells, n_features)``: that domain's features as every method
                    receives them (the benchmark passes cellbridge's prepared, standardised X).
@@ -259,18 +259,20 @@ def run_scot_tuned(inp: Any, args: argparse.Namespace) -> tuple[dict[str, Any], 
 
 
 def run_uniport(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """uniPort diagonal integration (``mode='d'``), preprocessing as its diagonal tutorial.
+    """uniPort diagonal integration (``mode='d'``) at its defaults.
 
-    uniPort's "Diagonal integration" example (docs/source/examples/diagonal_PBMC.ipynb,
-    scATAC peaks + scRNA counts, no prior) prescribes:
+    From the sci-CAR layout (raw counts), preprocessing as its diagonal tutorial
+    (docs/source/examples/diagonal_PBMC.ipynb, scATAC peaks + scRNA counts, no prior):
       ATAC: ``X[X > 1] = 1``; ``sc.pp.normalize_total``; ``up.TFIDF_LSI`` (50 comps, the
             first dropped -> 49); ``MinMaxScaler`` on ``obsm['X_lsi']``;
       RNA:  ``sc.pp.normalize_total``; ``sc.pp.log1p``; 2000 highly variable genes
-            (``subset=True``); ``up.batch_scale`` (per-source MaxAbs scaling);
-      ``up.Run(adatas=[atac, rna], use_rep=['X_lsi', 'X'], mode='d')`` with defaults
-      (reference = last dataset = RNA, 16-d latent, unbalanced OT reg=0.1, reg_m=1.0).
-    The joint embedding is each dataset's ``obsm['latent']``. It starts from the raw counts,
-    not from ``rna_pca``/``atac_svd``.
+            (``subset=True``); ``up.batch_scale`` (per-source MaxAbs scaling).
+    It starts from the raw counts, not from ``rna_pca``/``atac_svd``. Feature domains
+    (``x_{domain}``, already reduced) are min-max scaled to [0, 1] each, as the tutorial scales
+    the LSI: uniPort's default reconstruction loss is a binary cross-entropy.
+    ``up.Run(adatas, use_rep, mode='d')`` with defaults: the reference is the last data set,
+    here the anchor (RNA), 16-d latent, unbalanced OT reg=0.1, reg_m=1.0. The joint
+    embedding is each data set's ``obsm['latent']``.
     """
     import tempfile
 
@@ -282,45 +284,46 @@ def run_uniport(inp: Any, args: argparse.Namespace) -> tuple[Any, Any, dict[str,
     import uniport as up
     from sklearn.preprocessing import MinMaxScaler
 
-    # float64: with float32 counts the LSI is float32 and MinMaxScaler can return 1.0000001,
-    # which uniPort's BCE reconstruction loss rejects ("target should be between 0 and 1")
-    rna_counts = load_counts(inp, "rna_counts").astype(np.float64)
-    atac_counts = load_counts(inp, "atac_counts").astype(np.float64)
-    n_rna, n_atac = rna_counts.shape[0], atac_counts.shape[0]
-
-    def obs(prefix: str, n: int, domain: int, source: str) -> pd.DataFrame:
-        frame = pd.DataFrame(index=[f"{prefix}{i}" for i in range(n)])
+    def obs(name: str, n: int, domain: int) -> pd.DataFrame:
+        frame = pd.DataFrame(index=[f"{name}_{i}" for i in range(n)])
         frame["domain_id"] = pd.Categorical([domain] * n)
-        frame["source"] = source
+        frame["source"] = name
         return frame
 
-    atac = ad.AnnData(atac_counts, obs=obs("atac_", n_atac, 0, "ATAC-peaks"))
-    rna = ad.AnnData(rna_counts, obs=obs("rna_", n_rna, 1, "RNA"))
-
-    atac.X[atac.X > 1] = 1
-    sc.pp.normalize_total(atac)
-    up.TFIDF_LSI(atac)
-    atac.obsm["X_lsi"] = MinMaxScaler().fit_transform(atac.obsm["X_lsi"])
-
-    sc.pp.normalize_total(rna)
-    sc.pp.log1p(rna)
-    n_hvg = min(2000, rna.n_vars)
-    sc.pp.highly_variable_genes(rna, n_top_genes=n_hvg, subset=True)
-    up.batch_scale(rna)
+    # float64: with float32 values MinMaxScaler can return 1.0000001, which uniPort's BCE
+    # reconstruction loss rejects ("target should be between 0 and 1")
+    if "domains" in inp:
+        feats = domain_features(inp)
+        order = list(feats)[::-1]  # the anchor last: uniPort's reference
+        adatas = [ad.AnnData(np.clip(MinMaxScaler().fit_transform(feats[d]), 0.0, 1.0), obs=obs(d, len(feats[d]), i))
+                  for i, d in enumerate(order)]
+        use_rep = ["X"] * len(adatas)
+        hyper: dict[str, Any] = {"inputs": "given features, min-max scaled per domain"}
+    else:
+        rna_counts = load_counts(inp, "rna_counts").astype(np.float64)
+        atac_counts = load_counts(inp, "atac_counts").astype(np.float64)
+        atac = ad.AnnData(atac_counts, obs=obs("atac", atac_counts.shape[0], 0))
+        rna = ad.AnnData(rna_counts, obs=obs("rna", rna_counts.shape[0], 1))
+        atac.X[atac.X > 1] = 1
+        sc.pp.normalize_total(atac)
+        up.TFIDF_LSI(atac)
+        atac.obsm["X_lsi"] = MinMaxScaler().fit_transform(atac.obsm["X_lsi"])
+        sc.pp.normalize_total(rna)
+        sc.pp.log1p(rna)
+        n_hvg = min(2000, rna.n_vars)
+        sc.pp.highly_variable_genes(rna, n_top_genes=n_hvg, subset=True)
+        up.batch_scale(rna)
+        order, adatas, use_rep = ["atac", "rna"], [atac, rna], ["X_lsi", "X"]
+        hyper = {"inputs": "raw counts", "n_hvg": n_hvg, "lsi_components": 49}
 
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="uniport_") as outdir:
-        up.Run(
-            adatas=[atac, rna], use_rep=["X_lsi", "X"], mode="d", outdir=outdir,
-            iteration=args.uniport_iterations, seed=args.seed, verbose=False,
-        )
-    z_atac = np.asarray(atac.obsm["latent"], dtype=np.float64)
-    z_rna = np.asarray(rna.obsm["latent"], dtype=np.float64)
-    hyper = {
-        "mode": "d", "use_rep": ["X_lsi", "X"], "n_hvg": n_hvg, "lsi_components": 49,
-        "iteration": args.uniport_iterations, "reg": 0.1, "reg_m": 1.0, "seed": args.seed,
-    }
-    return {"rna": z_rna, "atac": z_atac}, {"hyperparameters": hyper}
+        up.Run(adatas=adatas, use_rep=use_rep, mode="d", outdir=outdir,
+               iteration=args.uniport_iterations, seed=args.seed, verbose=False)
+    z = {d: np.asarray(a.obsm["latent"], dtype=np.float64) for d, a in zip(order, adatas, strict=True)}
+    hyper.update({"mode": "d", "use_rep": use_rep, "iteration": args.uniport_iterations, "reg": 0.1, "reg_m": 1.0,
+                  "seed": args.seed})
+    return z, {"hyperparameters": hyper}
 
 
 def _gw_loss(c1: Any, c2: Any, coupling: Any) -> float:
@@ -507,7 +510,7 @@ RUNNERS = {
 SPACES = {
     "scot_default": "anchor's (RNA's) features, L2-normalised rows; other domains = barycentric projection",
     "scot_tuned": "anchor's (RNA's) features, L2-normalised rows; other domains = barycentric projection",
-    "uniport": "uniPort 16-d VAE latent (obsm['latent']) of both domains",
+    "uniport": "uniPort 16-d VAE latent (obsm['latent']) of every domain",
     "scotplus": "anchor's (RNA's) features, L2-normalised rows; other domains = barycentric projection",
     "scotplus_tuned": "anchor's features, L2-normalised rows; other domains = barycentric projection",
     "pamona": "Pamona's joint manifold-alignment embedding (30-d)",

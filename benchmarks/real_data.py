@@ -92,7 +92,8 @@ PEER_NOTES = {
     "pamona": "Pamona 0.1.0 defaults: k = 10, eps = 1e-3, Lambda = 1, n_shared = smaller data set, z-scored inputs",
     "pamona_tuned": "Pamona self-tuned: SCOT's rule (Pamona ships none), lowest partial-GW distortion over "
                     "k in {10, 30, 50} x eps in {5e-3, 1e-3}, within the time budget",
-    "uniport": "uniPort 1.3 diagonal integration, its tutorial's preprocessing from raw counts, defaults",
+    "uniport": "uniPort 1.3 diagonal integration at its defaults (30,000 iterations): from raw counts with its "
+               "tutorial's preprocessing (sci-CAR), else the given features min-max scaled per domain",
 }
 ANCHOR_FRACTION = 0.10
 TEST_FRACTION = 0.2
@@ -147,7 +148,7 @@ DATASETS = {
     ),
     "pbmc": Dataset(
         name="pbmc", title="PBMC multiome, unpaired (1985 RNA, 1919 ATAC profiles; 4 shared cell types)",
-        folder="pbmc_multiome_unpaired", marker="RNA_scaledata.txt", peers=GW_PEERS,
+        folder="pbmc_multiome_unpaired", marker="RNA_scaledata.txt", peers=(*GW_PEERS, "uniport"),
         files={"rna": ("RNA_scaledata.txt", "RNA_type.txt"), "atac": ("ATAC_scaledata.txt", "ATAC_type.txt")},
         headline={
             "shared_transfer": ("label transfer, shared types (mean)", True),
@@ -159,7 +160,7 @@ DATASETS = {
     ),
     "scnmt": Dataset(
         name="scnmt", title="scNMT-seq gastrulation, three unpaired domains (RNA 597, methylation 725, accessibility 647)",
-        folder="scnmt_gastrulation", marker="rna_30.txt", label_key="stage", peers=GW_PEERS,
+        folder="scnmt_gastrulation", marker="rna_30.txt", label_key="stage", peers=(*GW_PEERS, "uniport"),
         files={d: (f"{d}_30.txt", f"{d}_stage.txt") for d in ("rna", "met", "acc")},
         headline={
             "stage_transfer": ("stage transfer (mean of 6 pairs)", True),

@@ -245,6 +245,23 @@ def test_peers_run_package_peers_on_feature_domains(tmp_path, method):
                        else info["hyperparameters"]["met->rna"]["gw_dist"])
 
 
+def test_uniport_on_feature_domains_returns_every_domain_in_one_space(tmp_path):
+    """The PBMC / scNMT-seq layout: uniPort gets the given features (min-max scaled), the
+    anchor as its reference, and returns one latent per domain, rows in input order."""
+    python = _peers_venv_or_skip("uniport")
+    inputs, out = tmp_path / "inputs.npz", tmp_path / "result.npz"
+    _write_feature_inputs(inputs, n_per=90)  # uniPort drops incomplete 256-cell batches
+    _run_cli(python, "--method", "uniport", "--inputs", str(inputs), "--out", str(out), "--uniport-iterations", "20",
+             timeout=300)
+    res, info, error = _read_result(out)
+    assert error == "", info.get("traceback", error)
+    feats = peers_run.domain_features(np.load(inputs))
+    for d, x in feats.items():
+        assert res[f"z_{d}"].shape == (x.shape[0], 16)
+        assert np.isfinite(res[f"z_{d}"]).all()
+    assert info["hyperparameters"]["inputs"].startswith("given features")
+
+
 def test_budgeted_grid_keeps_the_lowest_gw_and_lists_what_the_budget_left():
     """SCOT's self-tuning rule shared by the tuned peers: failed solves count as inf, the
     lowest GW wins, and past the budget the remaining settings are listed, not run."""
