@@ -602,10 +602,12 @@ def _metric(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return d / d.max()
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_entropic_gw_plan_is_pots_plan_to_the_last_bit(symmetric):
+def test_entropic_gw_plan_is_pots_plan_to_the_last_bit(symmetric, fused):
     """The prior's GW solver replaces POT's (fewer checks per Sinkhorn iteration) and must
-    give the very same plans: every kept candidate and benchmark figure rests on them."""
+    give the very same plans, plain and fused with a label cost: every kept candidate and
+    benchmark figure rests on them."""
     import ot
 
     rng = np.random.default_rng(3)
@@ -617,12 +619,18 @@ def test_entropic_gw_plan_is_pots_plan_to_the_last_bit(symmetric):
     q = np.full(60, 1 / 60)
     start = np.outer(p, q) * (1 + 0.5 * rng.random((45, 60)))
     start /= start.sum()
+    cost = rng.random((45, 60))
     for eps, g0 in ((5e-3, None), (1e-3, start), (1e-6, None)):  # 1e-6: Sinkhorn stops on numerical failure
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # POT warns on unconverged Sinkhorn; only the plans matter here
-            want = ot.gromov.entropic_gromov_wasserstein(ca, cb, p, q, "square_loss", epsilon=eps, G0=g0,
-                                                         max_iter=60, tol=1e-7)
-            got = entropic_gw_plan(ca, cb, p, q, eps, start=g0, max_iter=60, tol=1e-7)
+            if fused:
+                want = ot.gromov.entropic_fused_gromov_wasserstein(cost, ca, cb, p, q, "square_loss", epsilon=eps,
+                                                                   alpha=0.3, G0=g0, max_iter=60, tol=1e-7)
+            else:
+                want = ot.gromov.entropic_gromov_wasserstein(ca, cb, p, q, "square_loss", epsilon=eps, G0=g0,
+                                                             max_iter=60, tol=1e-7)
+            got = entropic_gw_plan(ca, cb, p, q, eps, start=g0, max_iter=60, tol=1e-7,
+                                   feature_cost=cost if fused else None, alpha=0.3)
         assert np.array_equal(want, got, equal_nan=True), eps
 
 

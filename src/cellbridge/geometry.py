@@ -611,12 +611,15 @@ def sinkhorn_plan(p: np.ndarray, q: np.ndarray, cost: np.ndarray, epsilon: float
 
 
 def entropic_gw_plan(ca: np.ndarray, cb: np.ndarray, p: np.ndarray, q: np.ndarray, epsilon: float, *,
-                     start: np.ndarray | None = None, max_iter: int = 1000, tol: float = 1e-9) -> np.ndarray:
+                     start: np.ndarray | None = None, max_iter: int = 1000, tol: float = 1e-9,
+                     feature_cost: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
     """Entropic Gromov-Wasserstein plan (square loss) by projected gradient: each step the
     Sinkhorn plan (:func:`sinkhorn_plan`) of the GW gradient at the current plan.
 
-    The iteration of POT's ``entropic_gromov_wasserstein`` (solver ``PGD``: the same
-    gradient, its change of plan tested every 10th step against ``tol``), with
+    With ``feature_cost`` (``(n_a, n_b)``), fused GW: the gradient weighted by ``alpha``
+    plus the feature cost by ``1 - alpha``. The iteration of POT's
+    ``entropic_gromov_wasserstein`` / ``entropic_fused_gromov_wasserstein`` (solver ``PGD``:
+    the same gradient, its change of plan tested every 10th step against ``tol``), with
     :func:`sinkhorn_plan` inside, so the plans match POT's.
     """
     import ot
@@ -632,7 +635,13 @@ def entropic_gw_plan(ca: np.ndarray, cb: np.ndarray, p: np.ndarray, q: np.ndarra
     while change > tol and step < max_iter:
         previous = plan
         grads = [2 * (const - np.dot(np.dot(h1, plan), h2.T)) for const, h1, h2 in terms]
-        grad = grads[0] if len(grads) == 1 else 0.5 * (grads[0] + grads[1])
+        # each expression as POT writes it, so that the rounding is the same
+        if feature_cost is None:
+            grad = grads[0] if len(grads) == 1 else 0.5 * (grads[0] + grads[1])
+        elif len(grads) == 1:
+            grad = alpha * grads[0] + (1 - alpha) * feature_cost
+        else:
+            grad = (alpha * 0.5) * (grads[0] + grads[1]) + (1 - alpha) * feature_cost
         plan = sinkhorn_plan(p, q, grad, epsilon)
         if step % 10 == 0:
             change = float(np.linalg.norm(plan - previous))
@@ -650,17 +659,12 @@ def _entropic_gw(
 
     def solve(eps: float) -> np.ndarray:
         with np.errstate(all="ignore"):
-            if label_cost is None:
-                plan = entropic_gw_plan(ca, cb, p, q, eps, start=start, max_iter=max_iter, tol=1e-7)
-            else:
-                plan = ot.gromov.entropic_fused_gromov_wasserstein(
-                    label_cost, ca, cb, p, q, loss_fun="square_loss", epsilon=eps, alpha=alpha, G0=start,
-                    max_iter=max_iter, tol=1e-7,
-                )
+            plan = entropic_gw_plan(ca, cb, p, q, eps, start=start, max_iter=max_iter, tol=1e-7,
+                                    feature_cost=label_cost, alpha=alpha)
         return np.asarray(plan, dtype=np.float64)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # POT warns on unfinished plans; we check the plan below
+        warnings.simplefilter("ignore")  # a failed (NaN) plan's loss warns; the plan is checked here
         plan = solve(epsilon)
         for factor in (4, 16):  # too little entropy for these distances: a blurrier plan
             if np.all(np.isfinite(plan)) and plan.sum() > 0.95:
