@@ -53,7 +53,8 @@ Feature domains (any number >= 2)
 ---------------------------------
 ``domains``        unicode ``(n_domains,)``: domain names; the first is the anchor.
 ``x_{domain}``     float64 ``(n_cells, n_features)``: that domain's features as every method
-                   receives them (the benchmark passes cellbridge's prepared, standardised X).
+                   receives them (the benchmark passes every feature standardised, see
+                   ``real_data.write_feature_peer_inputs``).
 ``cell_ids_{domain}``, ``labels_{domain}``  as above, for the scorer only.
 The result then holds ``z_{domain}`` for every domain (all in one space).
 

@@ -304,13 +304,20 @@ def prepare(ds: Dataset, root: Path, config: dict, *, smoke: bool) -> None:
 
 
 def write_feature_peer_inputs(config: dict, path: Path) -> None:
-    """Peer inputs of a features data set: each domain's prepared (standardised) X, anchor first."""
+    """Peer inputs of a features data set: each domain's features standardised per feature, anchor first.
+
+    Standardised whatever cellbridge's ``preprocess.features.standardize`` (its default uses the
+    values as given): the peers' inputs stay what every peer run in the tables was given (as
+    Pamona's PBMC example z-scores its features).
+    """
     from cellbridge import stages
+    from cellbridge.preprocess.features import UNSCALED_LAYER, standardize_features
 
     adatas = stages.read_prepared(config)
     store: dict = {"domains": np.asarray(list(adatas), dtype=str)}
     for d, a in adatas.items():
-        x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+        given = a.layers[UNSCALED_LAYER] if UNSCALED_LAYER in a.layers else a.X
+        x = standardize_features(given, a.var["mean"].to_numpy(), a.var["std"].to_numpy())
         store[f"x_{d}"] = np.asarray(x, dtype=np.float64)
         store[f"cell_ids_{d}"] = np.asarray(a.obs_names, dtype=str)
         store[f"labels_{d}"] = np.asarray(a.obs[config["label_key"]].astype(str), dtype=str)

@@ -83,10 +83,10 @@ def test_representations_undo_the_features_standardisation_and_share_sparse_view
 
     rng = np.random.default_rng(4)
     x = (rng.normal(size=(120, 5)) * np.array([9.0, 4.0, 1.0, 1.0, 0.2])).astype(np.float32)
-    prepared = prepare_features(ad.AnnData(x))
-    reps = representations(prepared, modality="features")
-    np.testing.assert_allclose(reps["standardised"].std(0), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(reps["as given"], x - x.mean(0), rtol=1e-4, atol=1e-4)  # the user's values, centred
+    for standardize in (True, False):  # standardised by preparation or not, the views are the same
+        reps = representations(prepare_features(ad.AnnData(x), standardize=standardize), modality="features")
+        np.testing.assert_allclose(reps["standardised"].std(0), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(reps["as given"], x - x.mean(0), rtol=1e-4, atol=1e-4)  # the user's values, centred
     counts = ad.AnnData(sp.random(80, 60, density=0.2, random_state=0, format="csr", dtype=np.float32))
     sparse = representations(counts, modality="atac")
     assert sparse["standardised"] is sparse["as given"]  # one view: the prior runs it once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import anndata as ad
 import numpy as np
@@ -40,7 +41,7 @@ def features_adata(X: np.ndarray, *, split: bool = True) -> ad.AnnData:
 def test_standardised_features_keep_the_values_and_follow_the_contract(tmp_path):
     X = feature_matrix()
     X[:, 3] = 2.5  # a constant feature carries nothing and cannot be scaled
-    out = prepare_features(features_adata(X), domain="pca", source="pcs.csv")
+    out = prepare_features(features_adata(X), domain="pca", source="pcs.csv", standardize=True)
 
     kept = np.delete(X, 3, axis=1)
     assert list(out.var_names) == [f"PC{j + 1}" for j in range(8) if j != 3]
@@ -67,9 +68,10 @@ def test_standardised_features_keep_the_values_and_follow_the_contract(tmp_path)
     assert ad.read_h5ad(tmp_path / "pca.h5ad").uns["cellbridge"]["modality"] == "features"
 
 
-def test_without_standardisation_x_holds_the_values_as_read():
+def test_by_default_x_holds_the_values_as_read():
+    # the default: PCA / LSI coordinates keep their scale (their variances are the information)
     X = feature_matrix(seed=1)
-    out = prepare_features(features_adata(X), standardize=False)
+    out = prepare_features(features_adata(X))
     np.testing.assert_allclose(out.X, X, rtol=1e-6)
     assert "unscaled" not in out.layers and out.uns["cellbridge"]["params"]["standardize"] is False
 
@@ -79,9 +81,27 @@ def test_without_standardisation_x_holds_the_values_as_read():
     sparse = prepare_features(ad.AnnData(sp.csr_matrix(methylation)), standardize=False)
     assert sp.issparse(sparse.X)
     np.testing.assert_allclose(sparse.X.toarray(), methylation, rtol=1e-6)
-    dense = prepare_features(ad.AnnData(sp.csr_matrix(methylation)))
+    dense = prepare_features(ad.AnnData(sp.csr_matrix(methylation)), standardize=True)
     np.testing.assert_allclose(dense.layers["unscaled"].toarray(), methylation, rtol=1e-6)
     np.testing.assert_allclose(dense.X.std(axis=0), 1, atol=1e-4)
+
+
+def test_features_in_very_different_units_warn_when_left_as_given(caplog):
+    rng = np.random.default_rng(3)
+    # a nucleus area in pixels next to two ratios: SDs 2,000 times apart
+    X = np.c_[rng.normal(1500, 400, 50), rng.uniform(0.2, 0.9, (50, 2))]
+    adata = ad.AnnData(X, var=pd.DataFrame(index=["area", "eccentricity", "solidity"]))
+    with caplog.at_level(logging.WARNING, logger="cellbridge"):
+        prepare_features(adata, source="morphology.csv")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "morphology.csv" in warned[0] and "'area'" in warned[0]
+    assert "standardize: true" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cellbridge"):
+        prepare_features(adata, source="morphology.csv", standardize=True)
+        pcs = rng.normal(size=(50, 30)) * np.geomspace(30.0, 2.0, 30)  # principal components: SDs 15 times apart
+        prepare_features(features_adata(pcs), source="pcs.csv")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def test_features_refuse_nan_constant_and_duplicate_input():
@@ -219,7 +239,7 @@ def test_schema_modalities_equal_the_likelihood_table():
     assert set(schema["properties"]["preprocess"]["properties"]) == set(enum)
     config = validate_config({"domains": {"a": {"modality": "features", "input": "a.csv"},
                                           "b": {"modality": "features", "input": "b.csv"}}})
-    assert config["preprocess"]["features"] == {"standardize": True}
+    assert config["preprocess"]["features"] == {"standardize": False}
     assert config["truth"] is None
 
 

@@ -70,10 +70,12 @@ def test_features_domain_prepares_trains_and_is_evaluated_without_truth(byo):
     res = byo / "results" / "byo"
     pcs = ad.read_h5ad(res / "prepared" / "pcs.h5ad")
     info = pcs.uns["cellbridge"]
-    assert info["modality"] == "features" and info["domain"] == "pcs" and info["params"]["standardize"] is True
+    assert info["modality"] == "features" and info["domain"] == "pcs" and info["params"]["standardize"] is False
     assert (pcs.obs["domain"] == "pcs").all() and pcs.obs["cell_type"].notna().all()
-    np.testing.assert_allclose(pcs.X.std(axis=0), 1, atol=1e-4)
-    assert pcs.layers["unscaled"].shape == (N_CELLS, 10)
+    # used as given (the default): X holds the file's values, no second copy
+    given = pd.read_csv(byo / "pcs.csv", index_col=0).loc[pcs.obs_names, list(pcs.var_names)].to_numpy()
+    np.testing.assert_allclose(pcs.X, given, rtol=1e-5, atol=1e-6)
+    assert "unscaled" not in pcs.layers
     assert (res / "plots" / "prepare" / "pcs.png").stat().st_size > 0
 
     model = json.loads((res / "models" / "mmd" / "seed0" / "config.json").read_text())["config"]

@@ -112,7 +112,7 @@ REGISTRY: dict[str, Modality] = {
             # any real values (PCA, topics, methylation rates): nothing but X to compare
             # with; "mse" is the Gaussian's fixed-scale loss, never a learned per-feature scale
             ("gaussian", "mse"),
-            "standardised value",
+            "feature value",  # as given, or standardised when asked
             # no cell is filtered; the spread of the input values per cell shows outlier
             # cells and how the values were scaled before cellbridge saw them
             qc_panels=(

@@ -10,22 +10,30 @@ normalised, log-transformed or selected. What :func:`prepare_features` does:
    methylation rate is the user's decision, not ours;
 2. drops features that are constant over all cells (they carry nothing, and cannot be
    standardised);
-3. with ``standardize`` (the default), centres every feature on its mean and scales it to
-   unit standard deviation over all cells::
+3. with ``standardize`` (off by default), centres every feature on its mean and scales it
+   to unit standard deviation over all cells::
 
        X[i, j] = (x[i, j] - mean_j) / sd_j        # sd_j: population SD (ddof = 0)
 
    and keeps the values as read in ``layers["unscaled"]``. The per-feature ``mean`` and
    ``std`` of the input are in ``var`` either way, so ``X`` can be mapped back.
 
-Why standardising is the default: a domain's Gaussian reconstruction loss is the squared
+Why the values are used as given by default: what this modality receives is mostly the
+coordinates of one space (principal components, LSI components, topics, rates on one scale),
+where each feature's variance *is* the information: the leading components hold the cell
+types, the trailing ones mostly noise. A domain's Gaussian reconstruction loss is the squared
 error divided by the data's *mean* per-feature variance (see
-:class:`~cellbridge.nn.likelihoods.Gaussian`), so unstandardised features count in
-proportion to their variance: the first principal components, or the few regions with
-high methylation variance, would decide the loss alone, and an encoder trains worse on
-inputs of very different scales. Turn it off when the scales are meaningful and should
-weigh in (e.g. PCA coordinates where the leading components ought to count more), or when
-the values are already scaled.
+:class:`~cellbridge.nn.likelihoods.Gaussian`), so as given, features count in proportion to
+their variance, as they do in the PCA that made them. Standardising whitens such
+coordinates: every trailing component becomes as loud as the first. Measured (December 2026,
+``benchmarks/real_data.py``, 5 seeds, no labels): PBMC's RNA as 50 principal components
+separates its four shared cell types by 5 nearest neighbours at 0.985 as given and 0.897
+standardised, and trained shared-type transfer was 0.953 +- 0.010 as given against 0.915 +-
+0.030 standardised; scNMT-seq (30 components per domain) stage transfer 0.818 +- 0.017 against
+0.803 +- 0.017. Turn it on when the features are in different units (morphology measures,
+genes of very different expression, mixed assays): then variance reflects the unit, not the
+biology. :func:`prepare_features` warns when the features' SDs differ by more than
+:data:`SCALE_SPREAD_WARNING` times and they are left as given.
 
 The prepared domain follows the contract of ``docs/design.md`` like every other modality
 (``obs["domain"]``, labels, ``obs["split"]``, ``uns["cellbridge"]`` with the modality and
@@ -50,6 +58,10 @@ __all__ = ["prepare_features", "standardize_features"]
 
 #: layer that keeps the values as read when ``X`` is standardised
 UNSCALED_LAYER = "unscaled"
+#: features left as given whose SDs differ by more than this factor get a warning: principal
+#: components of real data differ by 3-15 times (PBMC, scNMT-seq), measures in different units
+#: (an area in pixels and a ratio) by thousands
+SCALE_SPREAD_WARNING = 100.0
 
 
 def _column_stats(X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,7 +105,7 @@ def prepare_features(
     domain: str = "features",
     label_key: str = "cell_type",
     labels: str | os.PathLike | None = None,
-    standardize: bool = True,
+    standardize: bool = False,
     source: str | os.PathLike | None = None,
 ) -> ad.AnnData:
     """Prepare a real-valued cells x features matrix as a cellbridge ``features`` domain.
@@ -110,8 +122,9 @@ def prepare_features(
     labels
         Optional label source, see :func:`~cellbridge.preprocess.counts.attach_labels`.
     standardize
-        Centre and scale every feature to mean 0 and SD 1 over all cells (see the module
-        docstring for why this is the default and when to turn it off).
+        Centre and scale every feature to mean 0 and SD 1 over all cells: for features in
+        different units. Off by default, the values are used as given (see the module
+        docstring for why, and when to turn it on).
     source
         Input path, recorded and named in errors.
 
@@ -169,6 +182,14 @@ def prepare_features(
         adata.X = standardize_features(values, mean, std)
     else:
         adata.X = values
+        spread = float(std.max() / std.min())
+        if spread > SCALE_SPREAD_WARNING:
+            logger.warning(
+                "%s: features used as given differ in SD by %.0f times (largest %r, smallest %r); the "
+                "reconstruction weighs them by their variance. If they are in different units, set "
+                "preprocess.features.standardize: true", source, spread,
+                str(adata.var_names[int(np.argmax(std))]), str(adata.var_names[int(np.argmin(std))]),
+            )
     logger.info(
         "%s: %d cells x %d features%s", source, adata.n_obs, adata.n_vars, " (standardised)" if standardize else ""
     )
